@@ -1,0 +1,226 @@
+r"""Excitation backprop (EB) and contrastive excitation backprop (c-EB).
+
+Zhang et al., "Top-down neural attention by excitation backprop" (IJCV 2018), as fixed by the
+project's ALGORITHM.md. For a synaptic layer with input activations :math:`a^{l-1} \ge 0` and
+weights :math:`W`, a top-down probability :math:`P^l` over its outputs moves down as
+
+.. math::
+
+    W^+ = \max(W, 0), \qquad Z_i = \sum_j a^{l-1}_j W^+_{ij}, \qquad
+    P^{l-1}_j = a^{l-1}_j \sum_i W^+_{ij} \frac{P^l_i}{Z_i}
+
+(biases ignored; terms with :math:`Z_i = 0` contribute 0). Batched this is
+``a_prev * ((P / Z) @ W+)``; for Conv2d the product is the transposed convolution of ``P / Z``
+with ``W+``. Max pooling routes the signal to the winning input, average pooling divides it
+evenly over its window, Flatten reshapes, ReLU (and Dropout, Identity) pass it unchanged.
+
+c-EB: :math:`P^L` is the one-hot target; at the top layer the signal goes down once with
+:math:`W^+` and once with :math:`\max(-W, 0)`; the signed difference :math:`D^{L-1}` then moves
+down with the ordinary rule (EB is linear in its signal below the top), and each layer's map is
+:math:`Pc^l = \mathrm{ReLU}(D^l) / \sum \mathrm{ReLU}(D^l)` (zeros where the sum is 0).
+
+Inputs must be non-negative (images in [0, 1]). If an input has negative entries, each sample is
+shifted by its minimum before the attention pass (``a^0 - min(a^0)``); the forward pass itself is
+not changed. Hidden activations are post-ReLU and thus non-negative.
+
+Nothing here patches torch: the pass reads the layers' weights and the activations recorded by
+:func:`forward_with_inputs`, so it is safe to call from several threads at once.
+
+Example
+-------
+>>> import torch
+>>> from asp_service.learning.models import mlp
+>>> torch.manual_seed(0) and None
+>>> net = mlp(4, [3], 2)
+>>> maps = contrastive_excitation_backprop(net, torch.rand(5, 4), torch.tensor([0, 1, 0, 1, 0]))
+>>> [tuple(m.shape) for m in maps]
+[(5, 4), (5, 3), (5, 2)]
+>>> bool(torch.all((maps[0].sum(1) - 1).abs() < 1e-5) or torch.all(maps[0].sum(1) == 0))
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SYNAPTIC = (nn.Linear, nn.Conv2d)
+PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity)
+SUPPORTED = SYNAPTIC + PASS_THROUGH + (nn.Flatten, nn.MaxPool2d, nn.AvgPool2d)
+
+
+def sequential_layers(model: nn.Module) -> list[nn.Module]:
+    """Flatten (nested) ``nn.Sequential`` into its leaf layers, checking each is supported."""
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"attention needs an nn.Sequential model, got {type(model).__name__}")
+    layers: list[nn.Module] = []
+    for m in model.children():
+        if isinstance(m, nn.Sequential):
+            layers += sequential_layers(m)
+        elif isinstance(m, SUPPORTED):
+            layers.append(m)
+        else:
+            raise TypeError(f"excitation backprop does not support layer {type(m).__name__}")
+    synaptic = [i for i, m in enumerate(layers) if isinstance(m, SYNAPTIC)]
+    if not synaptic:
+        raise TypeError("the model has no Linear or Conv2d layer")
+    if not isinstance(layers[synaptic[-1]], nn.Linear) or any(
+        not isinstance(m, (nn.Dropout, nn.Identity)) for m in layers[synaptic[-1] + 1 :]
+    ):
+        raise TypeError("the model must end in a Linear layer that gives the logits")
+    for i in synaptic:
+        conv = layers[i]
+        if isinstance(conv, nn.Conv2d) and conv.padding_mode != "zeros":
+            raise TypeError("only zero-padded Conv2d layers are supported")
+    return layers
+
+
+def forward_with_inputs(layers: Sequence[nn.Module], x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Run the chain and return (output, the input of every layer). Autograd is left as it is."""
+    inputs = []
+    for layer in layers:
+        inputs.append(x)
+        x = layer(x)
+    return x, inputs
+
+
+def _safe_div(p: Tensor, z: Tensor) -> Tensor:
+    return torch.where(z > 0, p / torch.where(z > 0, z, torch.ones_like(z)), torch.zeros_like(p))
+
+
+def _eb_synaptic(layer: nn.Module, a: Tensor, signal: Tensor, w: Tensor) -> Tensor:
+    """One EB step through a Linear or Conv2d layer with the (already non-negative) weights ``w``."""
+    if isinstance(layer, nn.Linear):
+        z = a @ w.t()
+        return a * (_safe_div(signal, z) @ w)
+    conv: nn.Conv2d = layer  # type: ignore[assignment]
+    z = F.conv2d(a, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    back = torch.nn.grad.conv2d_input(
+        a.shape, w, _safe_div(signal, z), conv.stride, conv.padding, conv.dilation, conv.groups
+    )
+    return a * back
+
+
+def _eb_pool(layer: nn.Module, a: Tensor, signal: Tensor) -> Tensor:
+    if isinstance(layer, nn.MaxPool2d):
+        _, idx = F.max_pool2d(
+            a, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode, return_indices=True
+        )
+        out = torch.zeros(a.shape[0], a.shape[1], a.shape[2] * a.shape[3], dtype=signal.dtype, device=signal.device)
+        out.scatter_add_(2, idx.flatten(2), signal.flatten(2))
+        return out.view_as(a)
+    # Average pooling: each pooled unit hands its signal to its window in equal shares, which is
+    # exactly the vector-Jacobian product of avg_pool2d.
+    with torch.enable_grad():
+        a_ = a.detach().requires_grad_(True)
+        y = F.avg_pool2d(
+            a_, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode,
+            layer.count_include_pad, layer.divisor_override,
+        )
+        (g,) = torch.autograd.grad(y, a_, signal)
+    return g
+
+
+def normalize_map(d: Tensor, how: str = "sum") -> Tensor:
+    """``ReLU(d)`` divided per sample by its sum (or its maximum); all zeros where that is 0."""
+    r = d.clamp(min=0)
+    flat = r.flatten(1)
+    if how == "sum":
+        s = flat.sum(1)
+    elif how == "max":
+        s = flat.amax(1)
+    else:
+        raise ValueError(f"normalize must be 'sum' or 'max', got {how!r}")
+    s = s.view(-1, *([1] * (r.dim() - 1)))
+    return _safe_div(r, s.expand_as(r))
+
+
+def attention_from_inputs(
+    layers: Sequence[nn.Module],
+    inputs: Sequence[Tensor],
+    target: Tensor,
+    *,
+    contrastive: bool = True,
+    normalize: str = "sum",
+    with_layer_inputs: bool = False,
+):
+    """(c-)EB maps from activations already recorded by :func:`forward_with_inputs`.
+
+    This is the training path: the learner's forward pass records the inputs once and the
+    attention pass reuses them. Returns ``[Pc^0, ..., Pc^L]`` (see module docstring). With
+    ``with_layer_inputs`` it also returns, per synaptic layer, the normalised map over that
+    layer's own input (after pooling and flattening), which is what Oja's rule pairs with the
+    layer's output map; for an MLP these are exactly ``Pc^0 .. Pc^{L-1}``.
+    """
+    synaptic = [i for i, m in enumerate(layers) if isinstance(m, SYNAPTIC)]
+    top = synaptic[-1]
+    with torch.no_grad():
+        n_out = layers[top].out_features
+        target = target.to(inputs[0].device).long()
+        if target.dim() != 1 or target.shape[0] != inputs[0].shape[0]:
+            raise ValueError("target must hold one label per sample")
+        if target.numel() and (target.min() < 0 or target.max() >= n_out):
+            raise ValueError(f"target labels must lie in [0, {n_out})")
+        p_top = F.one_hot(target, n_out).to(inputs[top].dtype)
+        maps: list[Tensor] = [p_top]
+        in_maps: list[Tensor] = []
+        w_top = layers[top].weight.detach()
+        a_top = inputs[top].detach()
+        signal = _eb_synaptic(layers[top], a_top, p_top, w_top.clamp(min=0))
+        if contrastive:
+            signal = signal - _eb_synaptic(layers[top], a_top, p_top, (-w_top).clamp(min=0))
+        # The normalised current signal, kept while only pass-through layers follow.
+        current = normalize_map(signal, normalize)
+        in_maps.append(current)
+        for i in range(top - 1, -1, -1):
+            layer = layers[i]
+            a = inputs[i].detach()
+            if i == 0 and bool((a < 0).any()):
+                a = a - a.flatten(1).amin(1).clamp(max=0).view(-1, *([1] * (a.dim() - 1)))
+            if isinstance(layer, SYNAPTIC):
+                if current is None:
+                    current = normalize_map(signal, normalize)
+                maps.append(current)
+                signal = _eb_synaptic(layer, a, signal, layer.weight.detach().clamp(min=0))
+                current = normalize_map(signal, normalize)
+                in_maps.append(current)
+            elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+                signal = _eb_pool(layer, a, signal)
+                current = None
+            elif isinstance(layer, nn.Flatten):
+                signal = signal.reshape(a.shape)
+                current = None if current is None else current.reshape(a.shape)
+            # ReLU, Dropout, Identity: the signal passes unchanged.
+        maps.append(current if current is not None else normalize_map(signal, normalize))
+    maps.reverse()
+    in_maps.reverse()
+    return (maps, in_maps) if with_layer_inputs else maps
+
+
+def _run(model: nn.Module, x: Tensor, target: Tensor, contrastive: bool, normalize: str) -> list[Tensor]:
+    layers = sequential_layers(model)
+    p = next(model.parameters())
+    with torch.no_grad():
+        _, inputs = forward_with_inputs(layers, x.to(device=p.device, dtype=p.dtype))
+    return attention_from_inputs(layers, inputs, target, contrastive=contrastive, normalize=normalize)
+
+
+def contrastive_excitation_backprop(
+    model: nn.Module, x: Tensor, target: Tensor, *, normalize: str = "sum"
+) -> list[Tensor]:
+    """c-EB maps ``[Pc^0, ..., Pc^L]`` for a batch ``x`` and one target label per sample.
+
+    ``Pc^0`` has the input's shape and is the attention map over the input; conv layers give
+    ``(batch, C, H, W)`` maps, linear layers ``(batch, n_l)``. ``normalize="max"`` divides by the
+    per-sample maximum instead of the sum (an option of ALGORITHM.md, not the default).
+    The model's train/eval mode and ``requires_grad`` flags are not touched.
+    """
+    return _run(model, x, target, True, normalize)
+
+
+def excitation_backprop(model: nn.Module, x: Tensor, target: Tensor, *, normalize: str = "sum") -> list[Tensor]:
+    """Plain (non-contrastive) EB maps ``[P^0, ..., P^L]``, normalised like c-EB."""
+    return _run(model, x, target, False, normalize)

@@ -1,0 +1,149 @@
+r"""The one consolidation penalty every strategy plugs into (Kolouri et al. 2019, Eq. 1).
+
+.. math::
+
+    \mathcal{L} = \mathcal{L}_{task} + \lambda \sum_k \Gamma_k (\theta_k - \bar\theta_k)^2,
+    \qquad \nabla = 2 \lambda \Gamma (\theta - \bar\theta)
+
+Strategies differ only in the importance :math:`\gamma` they hand over when an anchor is taken;
+this class turns the anchors into :math:`(\Gamma, \bar\theta)`. Two forms:
+
+``"weighted"`` (EWC's form: one quadratic per anchor). A sum of quadratics is one quadratic,
+
+.. math::
+
+    \sum_t \gamma_t (\theta - \theta^*_t)^2 = \Gamma (\theta - \bar\theta)^2 + \text{const},
+    \quad \Gamma = \sum_t \gamma_t,\ \bar\theta = \frac{\sum_t \gamma_t \theta^*_t}{\Gamma},
+
+so every anchor ever taken is kept exactly in constant memory: a task-free service can re-anchor
+forever. ``decay`` < 1 discounts older anchors (:math:`\Gamma \leftarrow d\,\Gamma + \gamma`).
+
+``"latest"`` (online EWC, SI): the accumulated importance :math:`\Gamma \leftarrow d\,\Gamma + \gamma`
+pulls towards the most recent anchor only, :math:`\bar\theta = \theta^*_{latest}`.
+
+The penalty is zero until the first anchor exists (an anchor at the random initialisation would
+pull the first task back to noise). Its gradient is added to ``.grad`` directly, not by autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+ANCHOR_FORMS = ("weighted", "latest")
+
+
+class Consolidation:
+    """Quadratic consolidation penalty over named parameters.
+
+    Parameters
+    ----------
+    params:
+        Named parameters (``dict(model.named_parameters())``); importance may cover a subset.
+    lam:
+        Strength :math:`\\lambda`.
+    form:
+        ``"weighted"`` or ``"latest"`` (see the module docstring).
+    decay:
+        Discount of the importance already consolidated, applied at each new anchor.
+    """
+
+    def __init__(self, params: Mapping[str, Tensor], *, lam: float, form: str = "weighted", decay: float = 1.0):
+        if lam < 0:
+            raise ValueError("lam must be >= 0")
+        if form not in ANCHOR_FORMS:
+            raise ValueError(f"form must be one of {ANCHOR_FORMS}, got {form!r}")
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError("decay must lie in [0, 1]")
+        self.lam = float(lam)
+        self.form = form
+        self.decay = float(decay)
+        self._params = dict(params)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.importance: dict[str, Tensor] = {}
+        self.anchor: dict[str, Tensor] = {}
+        self.anchors_taken = 0
+
+    @property
+    def active(self) -> bool:
+        return self.lam > 0 and bool(self.importance)
+
+    @torch.no_grad()
+    def consolidate(self, gamma: Mapping[str, Tensor] | None) -> None:
+        """Take an anchor at the current parameters with the importance ``gamma`` (name -> tensor)."""
+        self.anchors_taken += 1
+        if not gamma:
+            return
+        for name, g in gamma.items():
+            theta = self._params[name].detach()
+            g = g.detach().to(theta)
+            if name not in self.importance:
+                self.importance[name] = g.clone()
+                self.anchor[name] = theta.clone()
+                continue
+            old = self.importance[name].mul_(self.decay)
+            if self.form == "latest":
+                old.add_(g)
+                self.anchor[name].copy_(theta)
+            else:
+                total = old + g
+                mixed = torch.where(total > 0, (old * self.anchor[name] + g * theta) / total.clamp(min=1e-30), theta)
+                self.anchor[name].copy_(mixed)
+                self.importance[name] = total
+
+    def penalty(self) -> Tensor:
+        """The penalty as a differentiable tensor (for tests and reporting; training uses add_gradient)."""
+        total = torch.zeros(())
+        for name, g in self.importance.items():
+            p = self._params[name]
+            total = total.to(p.device) + (g * (p - self.anchor[name]).pow(2)).sum()
+        return self.lam * total
+
+    @torch.no_grad()
+    def add_gradient(self) -> Tensor | None:
+        """Add ``2 lam Gamma (theta - theta_bar)`` to each parameter's ``.grad``; return the penalty value.
+
+        Returns ``None`` (and does nothing) while no anchor exists.
+        """
+        if not self.active:
+            return None
+        names = list(self.importance)
+        params = [self._params[n] for n in names]
+        diff = torch._foreach_sub([p.detach() for p in params], [self.anchor[n] for n in names])
+        weighted = torch._foreach_mul(diff, [self.importance[n] for n in names])
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        torch._foreach_add_([p.grad for p in params], weighted, alpha=2.0 * self.lam)
+        dots = torch._foreach_mul(weighted, diff)
+        return self.lam * torch.stack([d.sum() for d in dots]).sum()
+
+    def state_dict(self) -> dict:
+        return {
+            "importance": {k: v.clone() for k, v in self.importance.items()},
+            "anchor": {k: v.clone() for k, v in self.anchor.items()},
+            "anchors_taken": self.anchors_taken,
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self._reset()
+        for name, g in state["importance"].items():
+            p = self._params[name]
+            self.importance[name] = g.detach().clone().to(p)
+            self.anchor[name] = state["anchor"][name].detach().clone().to(p)
+        self.anchors_taken = int(state["anchors_taken"])
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per-parameter statistics of the consolidated importance Gamma."""
+        out = {}
+        for name, g in self.importance.items():
+            out[name] = {
+                "mean": float(g.mean()),
+                "max": float(g.max()),
+                "nonzero_frac": float((g > 0).float().mean()),
+            }
+        return out
