@@ -1,0 +1,280 @@
+"""The learner replica's state and RPC logic, free of Ray so that it can be read and tested alone.
+
+Concurrency model (the deployment calls every method here from worker threads):
+
+- one writer: training steps, re-anchoring, probe evaluation and checkpoint snapshots hold
+  ``_write_lock`` (a plain mutex), so the learner only ever sees one mutation at a time;
+- readers never take it: predictions use the latest published :class:`Snapshot`, an
+  immutable copy of the model made by the writer at most every ``publish_every_s`` (and
+  whenever a stream ends), so predictions are never blocked by a training step and always come
+  from one consistent set of weights;
+- every message is decoded and validated in full before the lock is taken; a rejected
+  message raises :class:`InvalidRequest` and changes nothing.
+
+Sequence numbers are kept per ``stream_id``: a message at or below the last applied number is
+acknowledged as a duplicate and skipped, which lets a client resend what was not acknowledged
+after a reconnect. They travel in checkpoints with the learner, the regimes and the counters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from typing import Any, Protocol
+
+import grpc
+import torch
+
+from asp_service.learning import OnlineLearner, mlp
+from asp_service.serving.checkpoint import CheckpointInfo, CheckpointStore
+from asp_service.serving.config import ServiceConfig
+from asp_service.serving.predictor import Snapshot, predict
+from asp_service.serving.protos import learner_pb2 as pb
+from asp_service.serving.regimes import RegimeTracker, RollingAccuracy
+from asp_service.serving.validation import InvalidRequest, Limits, decode_inputs, decode_labels, invalid
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+class MetricsSink(Protocol):
+    """What the service reports; :mod:`asp_service.serving.metrics` implements it for Ray."""
+
+    def on_train(self, *, samples: int, loss: float, prequential: float, drift: bool, latency_s: float,
+                 version: int) -> None: ...
+    def on_predict(self, latency_s: float) -> None: ...
+    def on_invalid(self, rpc: str, code: str) -> None: ...
+    def on_tick(self, status: pb.StatusReply) -> None: ...
+
+
+class NullMetrics:
+    def on_train(self, **_: Any) -> None: ...
+    def on_predict(self, latency_s: float) -> None: ...
+    def on_invalid(self, rpc: str, code: str) -> None: ...
+    def on_tick(self, status: pb.StatusReply) -> None: ...
+
+
+def build_learner(config: ServiceConfig, device: str) -> OnlineLearner:
+    torch.manual_seed(config.seed)
+    model = mlp(math.prod(config.input_shape), list(config.hidden), config.num_classes)
+    kwargs: dict[str, Any] = dict(strategy=config.strategy, device=device, lr=config.lr, anchoring=config.anchoring)
+    if config.anchor_every is not None:
+        kwargs["anchor_every"] = config.anchor_every
+    return OnlineLearner(model, **kwargs, **config.hparams)
+
+
+class LearnerService:
+    """One learner, its forgetting probes, its checkpoints and its published snapshot."""
+
+    def __init__(self, config: ServiceConfig, *, metrics: MetricsSink | None = None):
+        self.config = config
+        self.metrics = metrics or NullMetrics()
+        self.limits = Limits(tuple(config.input_shape), config.num_classes,
+                             config.max_samples_per_message, config.max_message_bytes)
+        self.device = config.resolved_device()
+        self.learner = build_learner(config, self.device)
+        self.regimes = RegimeTracker(probe_size=config.probe_size, holdout_every=config.holdout_every,
+                                     max_regimes=config.max_regimes, min_regime_samples=config.min_regime_samples)
+        self.prequential = RollingAccuracy(config.prequential_window)
+        self.streams: dict[str, int] = {}
+        self.batches_seen = 0
+        self._last_anchor_at: float | None = None
+        self._write_lock = threading.Lock()
+        self._store = CheckpointStore(config.checkpoint_dir) if config.checkpoint_dir else None
+        self._last_checkpoint: CheckpointInfo | None = None
+        self._checkpointed_version = -1
+        self._last_checkpoint_time = time.monotonic()
+        self._last_evaluation = 0.0
+        self._last_publish = 0.0
+        if self._store is not None:
+            self._restore()
+        self._snapshot = Snapshot.of(self.learner.model, self.learner.version)
+
+    # ----------------------------------------------------------------- training
+    def train(self, request: pb.TrainRequest) -> pb.TrainAck:
+        """Apply one message (validated first); duplicates are acknowledged and skipped."""
+        started = time.perf_counter()
+        if request.sequence_number == 0:
+            raise invalid("sequence_number: must be set (1, 2, ... per stream)")
+        x_np = decode_inputs(request.inputs, self.limits)
+        y_np = decode_labels(request.labels, x_np.shape[0], self.config.num_classes)
+        stream = request.stream_id or "default"
+        with self._write_lock:
+            last = self.streams.get(stream, 0)
+            if request.sequence_number <= last:
+                return pb.TrainAck(sequence_number=request.sequence_number, last_sequence_number=last,
+                                   model_version=self.learner.version, samples_seen=self.learner.samples_seen,
+                                   duplicate=True)
+            x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+            if self.regimes.task_hint(request.task_hint, self.learner.samples_seen):
+                # a new task: consolidate the one that ended (task-free learners re-anchor)
+                if self.learner.anchoring == "task":
+                    self.learner.mark_task_boundary()
+                else:
+                    self.learner.reanchor()
+                self._last_anchor_at = time.monotonic()
+            keep = self.regimes.hold_out(x, y)
+            x, y = x[keep], y[keep]
+            correct, applied, loss_sum, drift, anchored = 0, 0, 0.0, False, False
+            for start in range(0, x.shape[0], self.config.minibatch):
+                xb, yb = x[start:start + self.config.minibatch], y[start:start + self.config.minibatch]
+                out = self.learner.observe(xb, yb)
+                n = int(out["n"])
+                correct += int(out["correct"])
+                applied += n
+                loss_sum += float(out["loss"]) * n
+                anchored |= bool(out["anchored"])
+                if out["drift"]:
+                    drift = True
+                    self.regimes.drift(self.learner.samples_seen)
+            if anchored:
+                self._last_anchor_at = time.monotonic()
+            self.streams[stream] = request.sequence_number
+            self.batches_seen += 1
+            if applied:
+                self.prequential.update(correct, applied)
+            if time.monotonic() - self._last_publish >= self.config.publish_every_s:
+                self._publish()
+            ack = pb.TrainAck(
+                sequence_number=request.sequence_number, samples_applied=applied,
+                last_sequence_number=request.sequence_number, model_version=self.learner.version,
+                samples_seen=self.learner.samples_seen, correct=correct,
+                loss=loss_sum / applied if applied else 0.0, drift=drift, anchored=anchored,
+                held_out=int((~keep).sum()),
+            )
+            prequential = self.prequential.value
+        self.metrics.on_train(samples=applied, loss=ack.loss, prequential=prequential, drift=drift,
+                              latency_s=time.perf_counter() - started, version=ack.model_version)
+        return ack
+
+    def flush(self) -> None:
+        """Publish the latest weights for predictions (called when a stream ends)."""
+        with self._write_lock:
+            if self._snapshot.version != self.learner.version:
+                self._publish()
+
+    def _publish(self) -> None:  # holds _write_lock
+        self._snapshot = Snapshot.of(self.learner.model, self.learner.version)
+        self._last_publish = time.monotonic()
+
+    # ----------------------------------------------------------------- reading
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def predict(self, request: pb.PredictRequest) -> pb.PredictReply:
+        started = time.perf_counter()
+        reply = predict(self._snapshot, request, self.limits)
+        self.metrics.on_predict(time.perf_counter() - started)
+        return reply
+
+    def weights(self, have_version: int) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """The published weights for predictor replicas, or None when they have them already."""
+        snapshot = self._snapshot
+        if snapshot.version == have_version:
+            return None
+        return snapshot.version, {k: v.cpu() for k, v in snapshot.model.state_dict().items()}
+
+    def status(self) -> pb.StatusReply:
+        with self._write_lock:
+            learner = self.learner
+            drift = learner.drift_state()
+            reply = pb.StatusReply(
+                samples_seen=learner.samples_seen, batches_seen=self.batches_seen, model_version=learner.version,
+                strategy=str(learner.strategy), anchors_taken=learner.anchors_taken,
+                seconds_since_anchor=-1.0 if self._last_anchor_at is None else time.monotonic() - self._last_anchor_at,
+                prequential_accuracy=self.prequential.value, device=str(learner.device),
+                last_checkpoint=self._last_checkpoint.path if self._last_checkpoint else "",
+                num_classes=self.config.num_classes, input_shape=list(self.config.input_shape),
+            )
+            for key, value in learner.hyperparameters.items():
+                reply.hyperparameters[key] = json.dumps(value, default=str)
+            reply.drift.detector = str(drift.get("detector", ""))
+            reply.drift.detections = int(drift.get("detections", 0))
+            for key, value in drift.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "detections":
+                    reply.drift.values[key] = float(value)
+            for layer, stats in learner.importance_stats().items():
+                reply.importance.add(layer=layer, mean=stats["mean"], max=stats["max"],
+                                     nonzero_frac=stats["nonzero_frac"])
+            for regime in self.regimes.regimes:
+                reply.regimes.add(name=regime.name, started_by=regime.started_by,
+                                  started_at_sample=regime.started_at_sample, probe_size=regime.probe_size,
+                                  current_accuracy=regime.current, best_accuracy=regime.best,
+                                  forgetting=regime.forgetting)
+            for stream, last in sorted(self.streams.items()):
+                reply.streams.add(stream_id=stream, last_sequence_number=last)
+        return reply
+
+    # ----------------------------------------------------------------- control
+    def reanchor(self) -> pb.ReanchorReply:
+        with self._write_lock:
+            self.learner.reanchor()
+            self._last_anchor_at = time.monotonic()
+            self._publish()
+            return pb.ReanchorReply(anchors_taken=self.learner.anchors_taken, model_version=self.learner.version)
+
+    def checkpoint(self) -> pb.CheckpointReply:
+        if self._store is None:
+            raise InvalidRequest(grpc.StatusCode.FAILED_PRECONDITION,
+                                 "checkpoints are off: start the service with a checkpoint directory")
+        with self._write_lock:
+            payload = self._payload()
+            version, seen = self.learner.version, self.learner.samples_seen
+        info = self._store.save(payload)  # I/O outside the lock: training goes on meanwhile
+        self._last_checkpoint, self._checkpointed_version = info, version
+        self._last_checkpoint_time = time.monotonic()
+        logger.info("checkpoint %s (version %d, sha256 %s)", info.path, version, info.sha256)
+        return pb.CheckpointReply(path=info.path, sha256=info.sha256, model_version=version, samples_seen=seen,
+                                  size_bytes=info.size_bytes)
+
+    def tick(self) -> None:
+        """Periodic work: publish stale weights, evaluate the probes, checkpoint when due, report gauges."""
+        now = time.monotonic()
+        with self._write_lock:
+            if self._snapshot.version != self.learner.version:
+                self._publish()
+            if now - self._last_evaluation >= self.config.evaluate_every_s:
+                self.regimes.evaluate(self._snapshot.probabilities)
+                self._last_evaluation = now
+        if (self._store is not None and now - self._last_checkpoint_time >= self.config.checkpoint_every_s
+                and self.learner.version != self._checkpointed_version):
+            self.checkpoint()
+        self.metrics.on_tick(self.status())
+
+    def shutdown(self) -> None:
+        """Final checkpoint on graceful shutdown (when anything changed since the last one)."""
+        if self._store is not None and self.learner.version != self._checkpointed_version:
+            self.checkpoint()
+
+    # ----------------------------------------------------------------- persistence
+    def _identity(self) -> dict[str, Any]:
+        return {"strategy": self.config.strategy, "hidden": list(self.config.hidden),
+                "input_shape": list(self.config.input_shape), "num_classes": self.config.num_classes}
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "identity": self._identity(), "learner": self.learner.state_dict(),
+            "regimes": self.regimes.state_dict(), "streams": dict(self.streams), "batches_seen": self.batches_seen,
+        }
+
+    def _restore(self) -> None:
+        loaded = self._store.load()
+        if loaded is None:
+            logger.info("no checkpoint in %s: starting from a fresh model", self._store.directory)
+            return
+        state, info = loaded
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("identity") != self._identity():
+            raise ValueError(f"checkpoint {info.path} was made for {state.get('identity')}, "
+                             f"not for this service's {self._identity()}; use another --checkpoint-dir")
+        self.learner.load_state_dict(state["learner"])
+        self.regimes.load_state_dict(state["regimes"])
+        self.streams = {str(k): int(v) for k, v in state["streams"].items()}
+        self.batches_seen = int(state["batches_seen"])
+        self._last_checkpoint, self._checkpointed_version = info, self.learner.version
+        logger.info("restored %s (version %d, %d samples seen)", info.path, self.learner.version,
+                    self.learner.samples_seen)
