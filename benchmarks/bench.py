@@ -451,8 +451,16 @@ def _environment() -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asp-bench`` console script."""
     args = parse_args(argv)
+    threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:  # leave the process as we found it (main() is also called from tests)
+        torch.set_num_threads(threads_before)
+
+
+def _run(args: argparse.Namespace) -> int:
     cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
            if k not in ("configs", "override_map", "sweep_map")}
     started = time.perf_counter()
