@@ -21,7 +21,7 @@ METRICS = {
     "ray_asp_batches_ingested_total": ("counter", (), "Train messages applied"),
     "ray_asp_training_loss": ("gauge", (), "mean task loss of the last message"),
     "ray_asp_prequential_accuracy": ("gauge", (), "test-then-train accuracy over the rolling window"),
-    "ray_asp_drift_detections_total": ("counter", (), "messages on which the drift detector fired"),
+    "ray_asp_drift_detections": ("gauge", (), "drift detections by the learner's detector (cumulative, survives restarts)"),
     "ray_asp_anchors_taken": ("gauge", (), "anchors taken by the learner"),
     "ray_asp_seconds_since_anchor": ("gauge", (), "seconds since the last anchor (-1: none yet)"),
     "ray_asp_importance": ("gauge", ("layer", "stat"), "importance statistics per layer; stat is mean, max or nonzero_frac"),
@@ -43,7 +43,7 @@ class RayServeMetrics:
         self.batches = Counter("asp_batches_ingested", "Train messages applied")
         self.loss = Gauge("asp_training_loss", "mean task loss of the last message")
         self.prequential = Gauge("asp_prequential_accuracy", "prequential accuracy over the rolling window")
-        self.drift = Counter("asp_drift_detections", "messages on which the drift detector fired")
+        self.drift = Gauge("asp_drift_detections", "drift detections by the learner's detector (cumulative)")
         self.anchors = Gauge("asp_anchors_taken", "anchors taken by the learner")
         self.since_anchor = Gauge("asp_seconds_since_anchor", "seconds since the last anchor (-1: none yet)")
         self.importance = Gauge("asp_importance", "importance statistics per layer", tag_keys=("layer", "stat"))
@@ -56,10 +56,6 @@ class RayServeMetrics:
         self.predict_latency = Histogram("asp_predict_latency_seconds", "time to answer one Predict request",
                                          boundaries=LATENCY_BUCKETS_S)
         self.invalid = Counter("asp_invalid_requests", "requests refused", tag_keys=("rpc", "code"))
-        # Export every series once so that dashboards show zeros rather than "no data" at start.
-        self.drift.inc(0)
-        self.samples.inc(0)
-        self.batches.inc(0)
 
     def on_train(self, *, samples: int, loss: float, prequential: float, drift: bool, latency_s: float,
                  version: int) -> None:
@@ -69,8 +65,6 @@ class RayServeMetrics:
             self.loss.set(loss)
         if prequential >= 0:
             self.prequential.set(prequential)
-        if drift:
-            self.drift.inc(1)
         self.version.set(version)
         self.train_latency.observe(latency_s)
 
@@ -84,6 +78,7 @@ class RayServeMetrics:
         self.version.set(status.model_version)
         self.samples_seen.set(status.samples_seen)
         self.anchors.set(status.anchors_taken)
+        self.drift.set(status.drift.detections)
         self.since_anchor.set(status.seconds_since_anchor)
         if status.prequential_accuracy >= 0:
             self.prequential.set(status.prequential_accuracy)

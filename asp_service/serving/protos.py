@@ -4,8 +4,9 @@ The stubs are build output, never committed: :func:`ensure_generated` runs
 ``grpc_tools.protoc`` into ``asp_service/serving/_generated/`` (git-ignored) when the
 stubs are missing or older than the ``.proto`` file, under a file lock so that Ray's
 proxy, replicas and clients importing at the same time do not race. grpc_tools writes
-an absolute import (``from asp.v1 import learner_pb2``) into the service module; it is
-rewritten to a relative one so that the stubs live inside this package.
+an absolute import (``from asp.v1 import learner_pb2``) into the service module and names the
+message module ``asp.v1.learner_pb2``; both are rewritten (a relative import, ``__name__``) so
+that the stubs live inside this package and their messages pickle.
 
 Importing this module gives ``learner_pb2`` and ``learner_pb2_grpc``::
 
@@ -68,6 +69,10 @@ def ensure_generated(force: bool = False) -> Path:
                 if rc != 0:
                     raise RuntimeError(f"grpc_tools.protoc failed with exit code {rc} on {PROTO_FILE}")
                 generated = Path(tmp) / "asp" / "v1"
+                # Messages must pickle (Ray ships them between proxy and replicas): give them
+                # the module name they are imported under, not the .proto path's "asp.v1".
+                messages = generated / "learner_pb2.py"
+                messages.write_text(messages.read_text().replace("'asp.v1.learner_pb2'", "__name__"))
                 grpc_module = generated / "learner_pb2_grpc.py"
                 grpc_module.write_text(re.sub(
                     r"^from asp\.v1 import learner_pb2 as",

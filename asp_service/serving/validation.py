@@ -40,6 +40,9 @@ class InvalidRequest(ValueError):
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
 
+    def __reduce__(self):  # Ray ships it between processes
+        return (InvalidRequest, (self.code, self.message))
+
 
 def invalid(message: str) -> InvalidRequest:
     return InvalidRequest(grpc.StatusCode.INVALID_ARGUMENT, message)

@@ -1,0 +1,209 @@
+"""Ray Serve deployments: the stateful learner (the gRPC ingress) and optional predictor replicas.
+
+gRPC method = Python method (``/asp.v1.Learner/Predict`` calls ``LearnerDeployment.Predict``).
+Each method runs the blocking work in a worker thread (``asyncio.to_thread``) so that the
+replica's event loop keeps answering predictions while a training step runs; the one-writer
+rule and consistent reads are :class:`~asp_service.serving.service.LearnerService`'s job.
+
+With ``predictors: N`` the learner forwards each Predict to N :class:`PredictorDeployment`
+replicas through a deployment handle. A predictor pulls the published weights from the learner
+whenever the learner's version is newer than its own, so predictions scale out while the one
+learner keeps all the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from typing import Any, AsyncIterator
+
+import grpc
+import torch
+from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
+from ray.serve.handle import DeploymentHandle
+
+from asp_service.learning import mlp
+from asp_service.serving.config import ServiceConfig
+from asp_service.serving.metrics import RayServeMetrics
+from asp_service.serving.predictor import Snapshot, predict
+from asp_service.serving.protos import learner_pb2 as pb
+from asp_service.serving.service import LearnerService
+from asp_service.serving.validation import InvalidRequest, Limits
+
+logger = logging.getLogger("ray.serve")
+
+TICK_S = 1.0
+
+
+def _refuse(error: InvalidRequest, context: RayServegRPCContext) -> None:
+    context.set_code(error.code)
+    context.set_details(error.message)
+
+
+@serve.deployment(name="Learner")
+class LearnerDeployment:
+    """The one stateful learner replica; it is the application's gRPC ingress."""
+
+    def __init__(self, config: dict[str, Any], predictors: DeploymentHandle | None = None):
+        self.config = ServiceConfig(**config)
+        if self.config.num_cpus >= 1:
+            torch.set_num_threads(max(1, int(self.config.num_cpus)))
+        self.metrics = RayServeMetrics()
+        self.service = LearnerService(self.config, metrics=self.metrics)
+        self._predictors = predictors
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="asp-tick", daemon=True)
+        self._ticker.start()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.service.tick()
+            except Exception:  # keep ticking: one failed checkpoint must not stop the probes
+                logger.exception("periodic work failed")
+
+    def _refused(self, rpc: str, error: InvalidRequest, context: RayServegRPCContext) -> None:
+        self.metrics.on_invalid(rpc, error.code.name)
+        _refuse(error, context)
+
+    async def Train(self, request_stream: AsyncIterator[pb.TrainRequest],
+                    grpc_context: RayServegRPCContext) -> AsyncIterator[pb.TrainAck]:
+        try:
+            async for request in request_stream:
+                try:
+                    ack = await asyncio.to_thread(self.service.train, request)
+                except InvalidRequest as error:
+                    # Ending a response stream drops the code set on the context; raising after
+                    # setting it makes Serve answer with that code and these details.
+                    self._refused("Train", error, grpc_context)
+                    raise
+                yield ack
+        finally:
+            await asyncio.to_thread(self.service.flush)
+
+    async def TrainBatch(self, request: pb.TrainRequest, grpc_context: RayServegRPCContext) -> pb.TrainAck:
+        try:
+            ack = await asyncio.to_thread(self.service.train, request)
+        except InvalidRequest as error:
+            self._refused("TrainBatch", error, grpc_context)
+            return pb.TrainAck()
+        await asyncio.to_thread(self.service.flush)
+        return ack
+
+    async def Predict(self, request: pb.PredictRequest, grpc_context: RayServegRPCContext) -> pb.PredictReply:
+        try:
+            if self._predictors is None:
+                return await asyncio.to_thread(self.service.predict, request)
+            outcome = await self._predictors.predict.remote(request, self.service.snapshot.version)
+            if isinstance(outcome, InvalidRequest):
+                raise outcome
+            return outcome
+        except InvalidRequest as error:
+            self._refused("Predict", error, grpc_context)
+            return pb.PredictReply()
+
+    async def GetStatus(self, request: pb.StatusRequest) -> pb.StatusReply:
+        return await asyncio.to_thread(self.service.status)
+
+    async def Checkpoint(self, request: pb.CheckpointRequest, grpc_context: RayServegRPCContext) -> pb.CheckpointReply:
+        try:
+            return await asyncio.to_thread(self.service.checkpoint)
+        except InvalidRequest as error:
+            self._refused("Checkpoint", error, grpc_context)
+            return pb.CheckpointReply()
+
+    async def Reanchor(self, request: pb.ReanchorRequest) -> pb.ReanchorReply:
+        return await asyncio.to_thread(self.service.reanchor)
+
+    async def Health(self, request: pb.HealthRequest) -> pb.HealthReply:
+        status = pb.HealthReply.STATUS_SERVING if self._ticker.is_alive() else pb.HealthReply.STATUS_NOT_SERVING
+        return pb.HealthReply(status=status, model_version=self.service.snapshot.version)
+
+    # Called by predictor replicas through a deployment handle, not over gRPC.
+    async def weights(self, have_version: int) -> tuple[int, dict[str, torch.Tensor]] | None:
+        return self.service.weights(have_version)
+
+    async def checkpoint_now(self) -> str:
+        """For the CLI's graceful stop: a final checkpoint while the replica is still up."""
+        if self.service.config.checkpoint_dir is None:
+            return ""
+        return (await asyncio.to_thread(self.service.checkpoint)).path
+
+    def __del__(self) -> None:
+        if not hasattr(self, "service"):  # the constructor failed: nothing to save
+            return
+        self._stop.set()
+        try:
+            self.service.shutdown()
+        except Exception:
+            logger.exception("final checkpoint failed")
+
+
+@serve.deployment(name="Predictor")
+class PredictorDeployment:
+    """A stateless reader: answers Predict from weights pulled from the learner on version change."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = ServiceConfig(**config)
+        self.limits = Limits(tuple(self.config.input_shape), self.config.num_classes,
+                             self.config.max_samples_per_message, self.config.max_message_bytes)
+        self._snapshot: Snapshot | None = None
+        self._pull = asyncio.Lock()
+        self._learner: DeploymentHandle | None = None
+
+    async def _refresh(self, version: int) -> Snapshot:
+        async with self._pull:
+            if self._snapshot is None or self._snapshot.version < version:
+                if self._learner is None:
+                    app = serve.get_replica_context().app_name
+                    self._learner = serve.get_deployment_handle("Learner", app_name=app)
+                have = -1 if self._snapshot is None else self._snapshot.version
+                pulled = await self._learner.weights.remote(have)
+                if pulled is not None:
+                    new_version, state = pulled
+                    model = mlp(math.prod(self.config.input_shape), list(self.config.hidden), self.config.num_classes)
+                    model.load_state_dict(state)
+                    self._snapshot = Snapshot.of(model, new_version)
+            return self._snapshot
+
+    async def predict(self, request: pb.PredictRequest, learner_version: int) -> pb.PredictReply | InvalidRequest:
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.version < learner_version:
+            snapshot = await self._refresh(learner_version)
+        try:
+            return await asyncio.to_thread(predict, snapshot, request, self.limits)
+        except InvalidRequest as error:
+            return error
+
+
+def _gpus_for(config: ServiceConfig) -> float:
+    if config.device == "cuda":
+        return 1.0
+    if config.device == "auto":
+        import ray
+
+        if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1:
+            return 1.0
+    return 0.0
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Application builder (``serve run deploy/serve_config.yaml`` and ``asp-service serve``)."""
+    config = ServiceConfig(**args)
+    predictors = None
+    if config.predictors:
+        predictors = PredictorDeployment.options(
+            num_replicas=config.predictors, max_ongoing_requests=config.max_ongoing_requests,
+            ray_actor_options={"num_cpus": 0.5},
+        ).bind(config.model_dump())
+    learner = LearnerDeployment.options(
+        num_replicas=1,  # one writer: the learner is stateful and never scales out
+        # An open Train stream holds one slot for its whole life: leave plenty for predictions.
+        max_ongoing_requests=config.max_ongoing_requests,
+        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": _gpus_for(config)},
+        graceful_shutdown_timeout_s=60,
+    )
+    return learner.bind(config.model_dump(), predictors)
