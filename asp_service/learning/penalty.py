@@ -67,6 +67,7 @@ class Consolidation:
         self.importance: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
         self.anchors_taken = 0
+        self._scratch: dict[str, Tensor] = {}
 
     @property
     def active(self) -> bool:
@@ -107,20 +108,24 @@ class Consolidation:
     def add_gradient(self) -> Tensor | None:
         """Add ``2 lam Gamma (theta - theta_bar)`` to each parameter's ``.grad``; return the penalty value.
 
-        Returns ``None`` (and does nothing) while no anchor exists.
+        Returns ``None`` (and does nothing) while no anchor exists. Works in place on a scratch
+        buffer per parameter: no allocation on the training hot path.
         """
         if not self.active:
             return None
-        names = list(self.importance)
-        params = [self._params[n] for n in names]
-        diff = torch._foreach_sub([p.detach() for p in params], [self.anchor[n] for n in names])
-        weighted = torch._foreach_mul(diff, [self.importance[n] for n in names])
-        for p in params:
+        total = None
+        for name, g in self.importance.items():
+            p = self._params[name]
+            d = self._scratch.get(name)
+            if d is None or d.shape != p.shape:
+                d = self._scratch[name] = torch.empty_like(p, memory_format=torch.contiguous_format)
+            torch.sub(p.detach(), self.anchor[name], out=d)
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        torch._foreach_add_([p.grad for p in params], weighted, alpha=2.0 * self.lam)
-        dots = torch._foreach_mul(weighted, diff)
-        return self.lam * torch.stack([d.sum() for d in dots]).sum()
+            p.grad.addcmul_(g, d, value=2.0 * self.lam)
+            term = torch.dot(d.mul_(d).view(-1), g.reshape(-1))
+            total = term if total is None else total + term
+        return self.lam * total
 
     def state_dict(self) -> dict:
         return {
