@@ -295,12 +295,18 @@ def format_summary(rows: list[dict]) -> str:
 def attention_examples(learner, scenario, n_per_task: int = 2):
     """c-EB maps for the predicted label and the runner-up on a few test images.
 
-    Takes ``n_per_task`` images with different labels from the first and the last task.
+    Takes ``n_per_task`` images with different labels from the first and the last task. In a
+    permuted scenario, images and maps are returned un-permuted (original pixel layout), so
+    that the maps of later tasks are readable; the maps themselves are computed on the
+    permuted inputs the network sees.
     """
-    picks = [scenario.tasks[0]] + ([scenario.tasks[-1]] if len(scenario.tasks) > 1 else [])
-    xs, ys, pred, second = [], [], [], []
+    last = len(scenario.tasks) - 1
+    picks = [0] + ([last] if last > 0 else [])
+    perms = scenario.info.get("permutations")
+    xs, ys, pred, second, row_perm, names = [], [], [], [], [], []
     with torch.no_grad():
-        for task in picks:  # batched per task: each task has its own class mask
+        for t in picks:
+            task = scenario.tasks[t]  # batched per task: each task has its own class mask
             labels = task.test_y.numpy()
             _, first = np.unique(labels, return_index=True)  # one image per label, in order
             idx = torch.as_tensor(np.sort(first)[:n_per_task])
@@ -315,11 +321,21 @@ def attention_examples(learner, scenario, n_per_task: int = 2):
             ys.append(task.test_y[idx])
             pred += top[:, 0].tolist()
             second += top[:, 1].tolist()
+            row_perm += [None if perms is None else perms[t]] * len(idx)
+            names += [task.name] * len(idx)
     x, y = torch.cat(xs), torch.cat(ys)
-    maps_p = learner.attend(x, torch.tensor(pred))
-    maps_s = learner.attend(x, torch.tensor(second))
-    return (x[:, 0].numpy(), maps_p[:, 0].numpy(), maps_s[:, 0].numpy(), pred, second,
-            y.tolist())
+    maps_p = torch.as_tensor(learner.attend(x, torch.tensor(pred))).detach().cpu()
+    maps_s = torch.as_tensor(learner.attend(x, torch.tensor(second))).detach().cpu()
+
+    def unpermute(a: torch.Tensor) -> np.ndarray:
+        out = a[:, 0].reshape(len(a), -1).clone()
+        for r, perm in enumerate(row_perm):
+            if perm is not None:  # the task showed pixel perm[k] at position k
+                out[r, perm] = a[r, 0].reshape(-1)
+        return out.reshape(len(a), *a.shape[2:]).numpy()
+
+    return (unpermute(x), unpermute(maps_p), unpermute(maps_s), pred, second, y.tolist(),
+            names)
 
 
 def run_accuracy(args: argparse.Namespace) -> dict:
@@ -400,10 +416,11 @@ def write_figures(args: argparse.Namespace, report: dict) -> list[str]:
         learners = report["_learners"]
         label = next((lb for lb in learners if lb.startswith("asp")), next(iter(learners)))
         learner, scenario = learners[label]
-        imgs, mp, ms, pred, second, labels = attention_examples(learner, scenario)
+        imgs, mp, ms, pred, second, labels, names = attention_examples(learner, scenario)
         files.append(plots.plot_attention(
-            imgs, mp, ms, pred, second, labels, args.out / "attention.png",
-            title=f"c-EB after the last task, {label} seed {args.seeds[0]}"))
+            imgs, mp, ms, pred, second, labels, args.out / "attention.png", row_names=names,
+            title=f"c-EB after the last task, {label} seed {args.seeds[0]}"
+                  + (" (permuted tasks shown un-permuted)" if args.scenario == "permuted" else "")))
     return [str(f) for f in files]
 
 

@@ -80,15 +80,18 @@ def plot_per_task(groups: Mapping[str, Sequence[np.ndarray]], path: Path, *,
 
 def plot_attention(images: np.ndarray, maps_pred: np.ndarray, maps_second: np.ndarray,
                    pred: Sequence[int], second: Sequence[int], labels: Sequence[int],
-                   path: Path, *, title: str = "") -> Path:
+                   path: Path, *, row_names: Sequence[str] | None = None,
+                   title: str = "") -> Path:
     """Rows: examples; columns: input, c-EB map for the predicted label, for the runner-up.
 
-    ``images`` and the maps are (N, 28, 28) arrays.
+    ``images`` and the maps are (N, 28, 28) arrays; ``row_names`` (e.g. the task) prefix the
+    input's title.
     """
     n = len(images)
     fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
     for r in range(n):
-        panels = [(images[r], f"input (label {labels[r]})", "gray"),
+        prefix = f"{row_names[r]}, " if row_names else ""
+        panels = [(images[r], f"{prefix}label {labels[r]}", "gray"),
                   (maps_pred[r], f"c-EB, predicted {pred[r]}", "jet"),
                   (maps_second[r], f"c-EB, runner-up {second[r]}", "jet")]
         for c, (img, name, cmap) in enumerate(panels):
