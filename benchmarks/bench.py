@@ -379,7 +379,7 @@ def run_accuracy(args: argparse.Namespace) -> dict:
                       f"ACC {100 * res.acc:.2f}  BWT {100 * res.bwt:.2f}  "
                       f"train {res.train_time:.1f}s  eval {res.eval_time:.1f}s")
                 print(format_matrix(res.R, task_names), flush=True)
-            if seed == args.seeds[0]:
+            if args.attention_figure and seed == args.seeds[0]:
                 keep.setdefault(config.label, (learner, scenario))
     summary = summarize(runs)
     print("\n" + format_summary(summary))

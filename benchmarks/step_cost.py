@@ -58,7 +58,6 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
     names = list(dict.fromkeys(["vanilla", *strategies]))
     learners = {s: make_learner(s) for s in names}
     boundary: dict[str, float] = {}
-    k = 0
     for s, learner in learners.items():
         for i in range(warmup):
             x, y = batches[i % len(batches)]
@@ -71,7 +70,7 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
             learner.observe(x, y, classes=classes)
     times: Mapping[str, list[float]] = {s: [] for s in names}
     for r in range(repeats):
-        x, y = batches[(k + r) % len(batches)]
+        x, y = batches[r % len(batches)]
         order = names[r % len(names):] + names[: r % len(names)]
         for s in order:
             t0 = time.perf_counter()

@@ -211,7 +211,9 @@ def test_stream_task_free_hides_identity_and_covers_each_task_once():
     s = split_scenario(dataset="embedded", mode="task", n_tasks=2, train_per_task=230)
     batches = list(iterate(s, 100, task_free=True, shuffle_seed=3))
     assert [len(b.y) for b in batches] == [100, 100, 30, 100, 100, 30]
-    assert all(b.task_id is None and b.classes is None for b in batches)
+    assert all(b.task_id is None for b in batches)
+    x, y, task_id = batches[0]  # unpacks as the documented triple
+    assert task_id is None and x is batches[0].x
     b0 = batches[0]
     assert b0.x.dtype == torch.float32 and b0.x.shape == (100, 1, 28, 28)
     assert float(b0.x.min()) >= 0.0 and float(b0.x.max()) <= 1.0
@@ -231,7 +233,7 @@ def test_stream_task_aware_reports_ids_and_masks_and_is_seeded():
     b = list(iterate(s, 50, task_free=False, shuffle_seed=1))
     c = list(iterate(s, 50, task_free=False, shuffle_seed=2))
     assert [x.task_id for x in a] == [0] * 4 + [1] * 4
-    assert a[0].classes == [0, 1] and a[-1].classes == [2, 3]
+    assert s.tasks[a[0].task_id].classes == [0, 1] and s.tasks[a[-1].task_id].classes == [2, 3]
     assert all(torch.equal(p.y, q.y) for p, q in zip(a, b))
     assert not all(torch.equal(p.y, q.y) for p, q in zip(a, c))
 

@@ -13,7 +13,8 @@ Example
 >>> batches = list(iterate(s, 100, task_free=False, shuffle_seed=0))
 >>> [(tuple(b.x.shape), b.task_id) for b in batches][-2:]
 [((100, 1, 28, 28), 1), ((50, 1, 28, 28), 1)]
->>> batches[0].x.dtype, float(batches[0].x.max()) <= 1.0, batches[0].classes
+>>> x, y, task_id = batches[0]
+>>> x.dtype, float(x.max()) <= 1.0, s.tasks[task_id].classes
 (torch.float32, True, [0, 1])
 """
 
@@ -29,15 +30,15 @@ __all__ = ["Batch", "iterate", "iterate_task", "to_float"]
 
 
 class Batch(NamedTuple):
-    """One mini-batch of the stream.
+    """One mini-batch of the stream: unpacks as ``x, y, task_id``.
 
-    ``task_id`` and ``classes`` are None when the stream is task-free (task identity hidden).
+    ``task_id`` is None when the stream is task-free (task identity hidden); otherwise the
+    task's class mask (task-incremental scenarios) is ``scenario.tasks[task_id].classes``.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     task_id: int | None
-    classes: list[int] | None = None
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def iterate_task(task: Task, batch_size: int, *, shuffle_seed: int | None = 0,
-                 task_id: int | None = None, expose_classes: bool = True) -> Iterator[Batch]:
+                 task_id: int | None = None) -> Iterator[Batch]:
     """One pass over a single task's training set in mini-batches.
 
     Parameters
@@ -60,8 +61,6 @@ def iterate_task(task: Task, batch_size: int, *, shuffle_seed: int | None = 0,
         Seed of the within-task order; None keeps the stored order.
     task_id : int, optional
         Reported in each batch (None for task-free streams).
-    expose_classes : bool
-        Report the task's ``classes`` mask in each batch.
     """
     _check_batch_size(batch_size)
     n = len(task.train_y)
@@ -69,14 +68,13 @@ def iterate_task(task: Task, batch_size: int, *, shuffle_seed: int | None = 0,
         order = None
     else:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(int(shuffle_seed)))
-    classes = task.classes if expose_classes else None
     for start in range(0, n, batch_size):
         if order is None:
             xb, yb = task.train_x[start:start + batch_size], task.train_y[start:start + batch_size]
         else:
             idx = order[start:start + batch_size]
             xb, yb = task.train_x[idx], task.train_y[idx]
-        yield Batch(to_float(xb), yb.clone(), task_id, classes)
+        yield Batch(to_float(xb), yb.clone(), task_id)
 
 
 def iterate(scenario: Scenario, batch_size: int = 100, *, task_free: bool = True,
@@ -88,8 +86,8 @@ def iterate(scenario: Scenario, batch_size: int = 100, *, task_free: bool = True
     batch_size : int
         Mini-batch size (the paper uses 100).
     task_free : bool
-        If True, batches carry ``task_id=None`` and ``classes=None`` (boundaries hidden).
-        If False, they carry the task index (0-based) and the task's class mask.
+        If True, batches carry ``task_id=None`` (boundaries hidden). If False, they carry the
+        task index (0-based); its class mask is ``scenario.tasks[task_id].classes``.
     shuffle_seed : int or None
         Within-task order of task ``t`` uses seed ``shuffle_seed + t``; None: stored order.
     """
@@ -97,5 +95,4 @@ def iterate(scenario: Scenario, batch_size: int = 100, *, task_free: bool = True
     for t, task in enumerate(scenario.tasks):
         seed = None if shuffle_seed is None else int(shuffle_seed) + t
         yield from iterate_task(task, batch_size, shuffle_seed=seed,
-                                task_id=None if task_free else t,
-                                expose_classes=not task_free)
+                                task_id=None if task_free else t)
