@@ -255,7 +255,7 @@ def _progress(total: int, desc: str, disable: bool):
 
 def format_matrix(R: np.ndarray, names: Sequence[str]) -> str:
     """The accuracy matrix in percent, rows 'after task i', columns tasks."""
-    w = max(7, *(len(n) for n in names))
+    w = max(7, *(len(n) for n in names)) + 2
     head = " " * 12 + "".join(f"{n:>{w}}" for n in names)
     rows = [f"after {i + 1:<5} " + "".join(f"{100 * v:>{w}.1f}" for v in R[i])
             for i in range(len(R))]

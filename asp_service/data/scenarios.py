@@ -218,7 +218,8 @@ def split_scenario(*, dataset: str | ImageDataset = "embedded", mode: str = "tas
 
         trx, try_ = select(ds.train_x, ds.train_y, train_per_task)
         tex, tey = select(ds.test_x, ds.test_y, test_per_task)
-        tasks.append(Task(name="digits-" + "-".join(map(str, g)), train_x=trx, train_y=try_,
+        prefix = "classes-" if ds.name == "fashion" else "digits-"
+        tasks.append(Task(name=prefix + "-".join(map(str, g)), train_x=trx, train_y=try_,
                           test_x=tex, test_y=tey,
                           classes=list(g) if mode == "task" else None))
     n_classes = len(groups[0]) if mode == "domain" else 10
