@@ -260,3 +260,14 @@ def test_stream_does_not_touch_task_data():
 def test_no_shared_folder_needed():
     """The test environment has no data dir: the embedded set is all the tests use."""
     assert "ASP_DATA_DIR" not in os.environ
+
+
+@pytest.mark.parametrize("module", ["asp_service.data", "asp_service.data.idx",
+                                    "asp_service.data.sources", "asp_service.data.scenarios",
+                                    "asp_service.data.stream"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -188,3 +188,27 @@ def test_runner_with_real_learner_learns_first_task():
     r = run_continual(learner, s, batch_size=100)
     assert r.R[0, 0] > 0.4  # chance is 0.1; ten Adam steps reach about 0.55
     assert r.R.shape == (2, 2) and len(r.prequential) == 20
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 6).flatmap(
+    lambda t: st.lists(st.floats(0, 1), min_size=t * t, max_size=t * t)))
+def test_forgetting_bounds_backward_transfer(values):
+    """Forgetting counts from the best earlier row, which includes the diagonal, so
+    mean forgetting >= -BWT and ACC stays in [0, 1]."""
+    t = int(round(len(values) ** 0.5))
+    R = np.array(values).reshape(t, t)
+    assert mean_forgetting(R) >= -bwt(R) - 1e-12
+    assert 0.0 <= acc(R) <= 1.0
+    assert average_accuracy_curve(R)[-1] == pytest.approx(acc(R))
+
+
+@pytest.mark.parametrize("module", ["asp_service.evaluation.metrics",
+                                    "asp_service.evaluation.prequential",
+                                    "asp_service.evaluation.runner"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
