@@ -204,6 +204,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--seeds is empty")
     if a.anchoring in ("periodic", "periodic+drift") and a.anchor_every is None:
         p.error(f"--anchoring {a.anchoring} needs --anchor-every N")
+    if not a.task_free and a.anchoring != "task":
+        p.error(f"--anchoring {a.anchoring} is for task-free runs (the learner takes task "
+                "boundaries only with --anchoring task); add --task-free")
     if a.task_free and a.anchoring == "task":
         p.error("--task-free hides the boundaries that --anchoring task needs; "
                 "use periodic, drift or periodic+drift")
@@ -240,10 +243,15 @@ def make_learner(args: argparse.Namespace, config: Config, n_classes: int, seed:
 
 
 def build_scenario(args: argparse.Namespace, seed: int):
+    """The scenario for one seed; data problems exit with a message instead of a traceback."""
     extra = {} if args.scenario == "permuted" else {"pairs": args.pairs}
-    return make_scenario(args.scenario, dataset=args.dataset, n_tasks=args.tasks, seed=seed,
-                         train_per_task=args.train_per_task, test_per_task=args.test_per_task,
-                         data_dir=args.data_dir, download=args.download, **extra)
+    try:
+        return make_scenario(args.scenario, dataset=args.dataset, n_tasks=args.tasks,
+                             seed=seed, train_per_task=args.train_per_task,
+                             test_per_task=args.test_per_task, data_dir=args.data_dir,
+                             download=args.download, **extra)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"asp-bench: {exc}") from exc
 
 
 def _progress(total: int, desc: str, disable: bool):
@@ -338,6 +346,16 @@ def attention_examples(learner, scenario, n_per_task: int = 2):
             names)
 
 
+def check_configs(args: argparse.Namespace, n_classes: int) -> None:
+    """Build every configuration's learner once, so that a bad hyperparameter fails at once
+    instead of after hours of earlier runs."""
+    for config in args.configs:
+        try:
+            make_learner(args, config, n_classes, 0)
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"asp-bench: {config.label}: {exc}") from exc
+
+
 def run_accuracy(args: argparse.Namespace) -> dict:
     runs: list[dict] = []
     keep: dict[str, Any] = {}
@@ -348,6 +366,8 @@ def run_accuracy(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         scenario = build_scenario(args, seed)
         build_s = time.perf_counter() - t0
+        if seed == args.seeds[0]:
+            check_configs(args, scenario.n_classes)
         task_names = [t.name for t in scenario.tasks]
         total = sum(-(-len(t.train_y) // args.batch_size) for t in scenario.tasks)
         for config in args.configs:

@@ -53,7 +53,8 @@ def test_sweep_grid_applies_to_named_strategy_only():
 
 @pytest.mark.parametrize("argv", [
     ["--task-free"],                                   # task anchoring needs boundaries
-    ["--anchoring", "periodic"],                       # needs --anchor-every
+    ["--task-free", "--anchoring", "periodic"],        # needs --anchor-every
+    ["--anchoring", "drift"],                          # non-task anchoring needs --task-free
     ["--strategies", "asp,nonsense"],
     ["--set", "ewc.lam=10", "--strategies", "asp"],
     ["--attention-figure"],                            # needs --out
