@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=100)
     g.add_argument("--eval-batch-size", type=int, default=1000)
     g.add_argument("--hidden", type=_int_list, default=[400, 400], help="hidden widths")
-    g.add_argument("--prequential-window", type=int, default=50, help="batches")
+    g.add_argument("--prequential-window", type=int, default=10, help="batches")
     g = p.add_argument_group("output")
     g.add_argument("--out", type=Path, default=None, help="write results.json and PNGs here")
     g.add_argument("--attention-figure", action="store_true",
@@ -362,6 +362,7 @@ def run_accuracy(args: argparse.Namespace) -> dict:
     n_runs = len(args.configs) * len(args.seeds)
     k = 0
     task_names: list[str] = []
+    boundaries: list[int] = []
     for seed in args.seeds:
         t0 = time.perf_counter()
         scenario = build_scenario(args, seed)
@@ -369,6 +370,7 @@ def run_accuracy(args: argparse.Namespace) -> dict:
         if seed == args.seeds[0]:
             check_configs(args, scenario.n_classes)
         task_names = [t.name for t in scenario.tasks]
+        boundaries = np.cumsum([len(t.train_y) for t in scenario.tasks]).tolist()
         total = sum(-(-len(t.train_y) // args.batch_size) for t in scenario.tasks)
         for config in args.configs:
             k += 1
@@ -403,7 +405,8 @@ def run_accuracy(args: argparse.Namespace) -> dict:
                 keep.setdefault(config.label, (learner, scenario))
     summary = summarize(runs)
     print("\n" + format_summary(summary))
-    return {"runs": runs, "summary": summary, "task_names": task_names, "_learners": keep}
+    return {"runs": runs, "summary": summary, "task_names": task_names,
+            "boundaries": boundaries, "_learners": keep}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -432,6 +435,17 @@ def write_figures(args: argparse.Namespace, report: dict) -> list[str]:
     files = [plots.plot_average_accuracy(groups, args.out / "average_accuracy.png", title=title),
              plots.plot_per_task(groups, args.out / "per_task_accuracy.png",
                                  task_names=report["task_names"], title=title)]
+    traces: dict[str, list] = {}
+    anchors: dict[str, list[int]] = {}
+    for r in report["runs"]:
+        res = r["result"]
+        traces.setdefault(r["label"], []).append((res["prequential_samples"],
+                                                   res["prequential"]))
+        anchors.setdefault(r["label"], res["anchor_steps"])
+    files.append(plots.plot_prequential(
+        traces, args.out / "prequential.png", boundaries=report["boundaries"][:-1],
+        anchors=anchors, title=f"{title}: window {args.prequential_window} batches; "
+                               "ticks: anchors (first seed)"))
     if args.attention_figure:
         learners = report["_learners"]
         label = next((lb for lb in learners if lb.startswith("asp")), next(iter(learners)))

@@ -4,6 +4,8 @@
   of tasks, mean +- std over seeds, one line per strategy (Kolouri et al. 2019, Figs. 4 and 6).
 - :func:`plot_per_task`: accuracy on each task j after training each later task i, one panel
   per task (Figs. 5 and 7).
+- :func:`plot_prequential`: rolling prequential (test-then-train) accuracy against samples
+  seen, with task boundaries and the first seed's anchors marked.
 - :func:`plot_attention`: test inputs next to their c-EB maps for the predicted label and the
   runner-up (Fig. 3).
 """
@@ -19,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_average_accuracy", "plot_per_task", "plot_attention"]
+__all__ = ["plot_average_accuracy", "plot_per_task", "plot_attention", "plot_prequential"]
 
 
 def _stack(matrices: Sequence[np.ndarray]) -> np.ndarray:
@@ -101,6 +103,35 @@ def plot_attention(images: np.ndarray, maps_pred: np.ndarray, maps_second: np.nd
             ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_prequential(traces: Mapping[str, Sequence[tuple[Sequence[int], Sequence[float]]]],
+                     path: Path, *, boundaries: Sequence[int] = (),
+                     anchors: Mapping[str, Sequence[int]] | None = None,
+                     title: str = "") -> Path:
+    """``traces`` maps a label to (samples_seen, accuracy) pairs, one per seed; seeds of equal
+    length are averaged. ``boundaries``: samples seen at each task end (dashed lines);
+    ``anchors``: samples seen when a label's learner anchored (ticks along the bottom)."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for k, (label, runs) in enumerate(traces.items()):
+        xs = np.asarray(runs[0][0])
+        ys = [np.asarray(r[1], dtype=float) for r in runs if len(r[1]) == len(xs)]
+        line, = ax.plot(xs, np.mean(ys, axis=0) * 100, lw=1, label=label)
+        if anchors and anchors.get(label):
+            ax.plot(anchors[label], np.full(len(anchors[label]), 2.0 + 3 * k), "|",
+                    color=line.get_color(), ms=8)
+    for b in boundaries:
+        ax.axvline(b, color="gray", ls="--", lw=0.8)
+    ax.set_xlabel("samples seen")
+    ax.set_ylabel("prequential accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -66,7 +66,7 @@ def test_bad_command_lines_exit(argv):
 
 
 def test_end_to_end_permuted_writes_json_and_figures(tmp_path, capsys):
-    """A tiny run writes results.json with R and summary, three PNGs, and prints a table."""
+    """A tiny run writes results.json with R and summary, four PNGs, and prints a table."""
     out = tmp_path / "run"
     assert main([*TINY, "--strategies", "vanilla,asp", "--sweep", "asp.lam=10,100",
                  "--out", str(out), "--attention-figure"]) == 0
@@ -80,7 +80,8 @@ def test_end_to_end_permuted_writes_json_and_figures(tmp_path, capsys):
     assert len(res["R"]) == 2 and len(res["R"][0]) == 2 and len(res["curve"]) == 2
     assert 0.0 <= res["acc"] <= 1.0 and len(res["prequential"]) == 4
     assert report["environment"]["threads"] == 1
-    for name in ("average_accuracy.png", "per_task_accuracy.png", "attention.png"):
+    for name in ("average_accuracy.png", "per_task_accuracy.png", "prequential.png",
+                 "attention.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
 

@@ -87,7 +87,8 @@ class ContinualResult:
     losses : list of float
         Training loss reported by each ``observe`` call.
     anchor_steps, drift_steps : list of int
-        Samples seen when ``observe`` reported ``anchored`` / ``drift``.
+        Samples seen when ``observe`` reported ``anchored`` / ``drift``; anchor_steps also
+        lists task boundaries at which ``learner.anchors_taken`` (if present) went up.
     wall_time, train_time, eval_time : float
         Seconds in total, in ``observe`` + ``mark_task_boundary``, and in evaluation.
     """
@@ -147,7 +148,7 @@ def evaluate_task(learner, task: Task, *, batch_size: int = 1000) -> float:
 def run_continual(learner, scenario: Scenario, *, batch_size: int = 100,
                   task_aware: bool = True, eval_batch_size: int = 1000,
                   callback: Callable[[RunEvent], None] | None = None,
-                  shuffle_seed: int | None = 0, prequential_window: int = 50
+                  shuffle_seed: int | None = 0, prequential_window: int = 10
                   ) -> ContinualResult:
     """Train ``learner`` on ``scenario`` task by task (one pass each) and evaluate.
 
@@ -214,8 +215,11 @@ def run_continual(learner, scenario: Scenario, *, batch_size: int = 100,
 
         if task_aware and t < T - 1:
             t0 = time.perf_counter()
+            before = getattr(learner, "anchors_taken", None)
             learner.mark_task_boundary()
             train_time += time.perf_counter() - t0
+            if before is not None and getattr(learner, "anchors_taken", before) != before:
+                result_lists["anchor_steps"].append(preq.samples)
 
     f = _forgetting(R)
     return ContinualResult(
