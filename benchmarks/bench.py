@@ -396,6 +396,10 @@ def run_accuracy(args: argparse.Namespace) -> dict:
                          "hyperparameters": _jsonable(hp),
                          "anchors_taken": _jsonable(getattr(learner, "anchors_taken", None)),
                          "scenario_build_s": build_s, "result": res.to_dict()})
+            if args.out is not None:  # partial results survive a crash in a later run
+                write_json(args.out / "results.json",
+                           {"measure": "accuracy", "complete": False, "runs": runs,
+                            "args": _cli(args)})
             if not args.quiet:
                 print(f"\n== {scenario.name} | {config.label} | seed {seed} | "
                       f"ACC {100 * res.acc:.2f}  BWT {100 * res.bwt:.2f}  "
@@ -493,6 +497,19 @@ def run_step_cost(args: argparse.Namespace) -> dict:
     return res
 
 
+def _cli(args: argparse.Namespace) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k not in ("configs", "override_map", "sweep_map")}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write atomically (temporary file, then rename), so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=1))
+    os.replace(tmp, path)
+
+
 def _environment() -> dict:
     return {"torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "threads": torch.get_num_threads(),
@@ -512,8 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-           if k not in ("configs", "override_map", "sweep_map")}
+    cli = _cli(args)
     started = time.perf_counter()
     if args.measure == "step-cost":
         report: dict = {"measure": "step-cost", "step_cost": run_step_cost(args)}
@@ -521,6 +537,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         report = run_accuracy(args)
         report["measure"] = "accuracy"
+        report["complete"] = True
         name = "results.json"
     report["args"] = cli
     report["environment"] = _environment()
@@ -531,7 +548,7 @@ def _run(args: argparse.Namespace) -> int:
             report["figures"] = write_figures(args, report)
         report.pop("_learners", None)
         path = args.out / name
-        path.write_text(json.dumps(_jsonable(report), indent=1))
+        write_json(path, report)
         print(f"\nwrote {path}" + "".join(f"\nwrote {f}" for f in report.get("figures", [])))
     print(f"elapsed {report['elapsed_s']:.1f}s")
     return 0
