@@ -14,38 +14,18 @@ import json
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
 from clients.learner_client import LearnerClient
+from clients.scenario import load_scenario, scenario_batches
 
 
 def scenario_names() -> list[str]:
     from asp_service.data import SCENARIOS
 
     return [f"{name}-mnist" for name in SCENARIOS] + list(SCENARIOS)
-
-
-def load_scenario(name: str, *, dataset: str = "embedded", tasks: int = 5, train_per_task: int | None = None,
-                  test_per_task: int | None = None, data_dir: str | None = None, seed: int = 0):
-    """A scenario of ``asp_service.data`` by CLI name (``permuted-mnist`` = ``permuted``)."""
-    from asp_service.data import make_scenario
-
-    base = name.removesuffix("-mnist")
-    return make_scenario(base, dataset=dataset, n_tasks=tasks, train_per_task=train_per_task,
-                         test_per_task=test_per_task, data_dir=data_dir, seed=seed)
-
-
-def scenario_batches(scenario, batch_size: int, *, seed: int = 0, task_hints: bool = True
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
-    """One pass over each task in order, shuffled within a task: uint8 ``(x, y, task_hint)`` messages."""
-    for index, task in enumerate(scenario.tasks):
-        order = np.random.default_rng(seed + index).permutation(len(task.train_y))
-        x, y = task.train_x.numpy()[order], task.train_y.numpy()[order]
-        for i in range(0, len(y), batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size], task.name if task_hints else ""
 
 
 def cmd_stream(args: argparse.Namespace) -> int:

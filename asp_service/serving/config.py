@@ -34,7 +34,8 @@ class ServiceConfig(BaseModel):
     holdout_every: int = Field(10, ge=2)
     max_regimes: int = Field(8, ge=1)
     min_regime_samples: int = Field(500, ge=0)
-    evaluate_every_s: float = Field(2.0, gt=0)
+    evaluate_every_s: float = Field(2.0, gt=0, description="probe evaluation period while idle")
+    evaluate_every_samples: int = Field(1000, ge=1, description="probe evaluation period while training")
     prequential_window: int = Field(1000, ge=1)
 
     # Serving

@@ -86,6 +86,10 @@ class RegimeTracker:
             self._start("start", "", 0)
 
     @property
+    def task_hint_seen(self) -> str:
+        return self._task_hint
+
+    @property
     def current_regime(self) -> Regime:
         return self.regimes[-1]
 

@@ -89,6 +89,7 @@ class LearnerService:
         self._checkpointed_version = -1
         self._last_checkpoint_time = time.monotonic()
         self._last_evaluation = 0.0
+        self._evaluated_at = 0
         self._last_publish = 0.0
         if self._store is not None:
             self._restore()
@@ -110,6 +111,8 @@ class LearnerService:
                                    model_version=self.learner.version, samples_seen=self.learner.samples_seen,
                                    duplicate=True)
             x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+            if request.task_hint and request.task_hint != self.regimes.task_hint_seen:
+                self._evaluate()  # the ending regime's accuracy at its end is its best
             if self.regimes.task_hint(request.task_hint, self.learner.samples_seen):
                 # a new task: consolidate the one that ended (task-free learners re-anchor)
                 if self.learner.anchoring == "task":
@@ -130,6 +133,7 @@ class LearnerService:
                 anchored |= bool(out["anchored"])
                 if out["drift"]:
                     drift = True
+                    self._evaluate()
                     self.regimes.drift(self.learner.samples_seen)
             if anchored:
                 self._last_anchor_at = time.monotonic()
@@ -137,6 +141,8 @@ class LearnerService:
             self.batches_seen += 1
             if applied:
                 self.prequential.update(correct, applied)
+            if self.learner.samples_seen - self._evaluated_at >= self.config.evaluate_every_samples:
+                self._evaluate()
             if time.monotonic() - self._last_publish >= self.config.publish_every_s:
                 self._publish()
             ack = pb.TrainAck(
@@ -156,6 +162,12 @@ class LearnerService:
         with self._write_lock:
             if self._snapshot.version != self.learner.version:
                 self._publish()
+
+    def _evaluate(self) -> None:  # holds _write_lock
+        """Measure every regime's probe with the learner's current weights."""
+        self.regimes.evaluate(self.learner.predict)
+        self._evaluated_at = self.learner.samples_seen
+        self._last_evaluation = time.monotonic()
 
     def _publish(self) -> None:  # holds _write_lock
         self._snapshot = Snapshot.of(self.learner.model, self.learner.version)
@@ -239,8 +251,7 @@ class LearnerService:
             if self._snapshot.version != self.learner.version:
                 self._publish()
             if now - self._last_evaluation >= self.config.evaluate_every_s:
-                self.regimes.evaluate(self._snapshot.probabilities)
-                self._last_evaluation = now
+                self._evaluate()
         if (self._store is not None and now - self._last_checkpoint_time >= self.config.checkpoint_every_s
                 and self.learner.version != self._checkpointed_version):
             self.checkpoint()
