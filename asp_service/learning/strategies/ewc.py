@@ -54,9 +54,9 @@ class EWC(Strategy):
                 logits = logits + mask
             if self.fisher_labels == "pred":
                 label = logits.argmax(1).detach()
-            return -F.cross_entropy(logits, label)
+            return -F.cross_entropy(logits, label, reduction="sum")
 
-        return mean_per_sample_grad(self._model, list(self._params), x, y, log_lik, lambda g: g.pow(2))
+        return mean_per_sample_grad(self._model, list(self._params), x, y, log_lik, "square")
 
 
 class OnlineEWC(EWC):

@@ -45,4 +45,4 @@ class MAS(Strategy):
                 logits = logits[:, list(classes)]
             return logits.pow(2).sum()
 
-        return mean_per_sample_grad(self._model, list(self._params), x, y, sq_norm, lambda g: g.abs())
+        return mean_per_sample_grad(self._model, list(self._params), x, y, sq_norm, "abs")
