@@ -43,6 +43,7 @@ class ServiceConfig(BaseModel):
     max_samples_per_message: int = Field(4096, ge=1)
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     predictors: int = Field(0, ge=0, description="extra predictor replicas that pull weights from the learner")
+    predictor_num_cpus: float = Field(0.5, ge=0)
     max_ongoing_requests: int = Field(64, ge=2)
     num_cpus: float = Field(1.0, ge=0)
 

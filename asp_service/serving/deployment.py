@@ -36,6 +36,7 @@ from asp_service.serving.validation import InvalidRequest, Limits
 logger = logging.getLogger("ray.serve")
 
 TICK_S = 1.0
+PREFETCH = 4  # Train messages read ahead of the one being applied
 
 
 def _refuse(error: InvalidRequest, context: RayServegRPCContext) -> None:
@@ -71,8 +72,20 @@ class LearnerDeployment:
 
     async def Train(self, request_stream: AsyncIterator[pb.TrainRequest],
                     grpc_context: RayServegRPCContext) -> AsyncIterator[pb.TrainAck]:
+        # Each message reaches the replica through one Ray call to the proxy: fetch the next
+        # messages while the current one trains, so that the learner never waits on the network.
+        queue: asyncio.Queue = asyncio.Queue(maxsize=PREFETCH)
+
+        async def pump() -> None:
+            try:
+                async for request in request_stream:
+                    await queue.put(request)
+            finally:
+                await queue.put(None)
+
+        fetcher = asyncio.create_task(pump())
         try:
-            async for request in request_stream:
+            while (request := await queue.get()) is not None:
                 try:
                     ack = await asyncio.to_thread(self.service.train, request)
                 except InvalidRequest as error:
@@ -82,6 +95,7 @@ class LearnerDeployment:
                     raise
                 yield ack
         finally:
+            fetcher.cancel()
             await asyncio.to_thread(self.service.flush)
 
     async def TrainBatch(self, request: pb.TrainRequest, grpc_context: RayServegRPCContext) -> pb.TrainAck:
@@ -125,6 +139,17 @@ class LearnerDeployment:
     # Called by predictor replicas through a deployment handle, not over gRPC.
     async def weights(self, have_version: int) -> tuple[int, dict[str, torch.Tensor]] | None:
         return self.service.weights(have_version)
+
+    def process_stats(self) -> dict[str, int]:
+        """The replica's pid and resident memory (for benchmarks)."""
+        import os
+
+        rss = 0
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+        return {"pid": os.getpid(), "rss_bytes": rss, "torch_threads": torch.get_num_threads()}
 
     async def checkpoint_now(self) -> str:
         """For the CLI's graceful stop: a final checkpoint while the replica is still up."""
@@ -197,7 +222,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     if config.predictors:
         predictors = PredictorDeployment.options(
             num_replicas=config.predictors, max_ongoing_requests=config.max_ongoing_requests,
-            ray_actor_options={"num_cpus": 0.5},
+            ray_actor_options={"num_cpus": config.predictor_num_cpus},
         ).bind(config.model_dump())
     learner = LearnerDeployment.options(
         num_replicas=1,  # one writer: the learner is stateful and never scales out
