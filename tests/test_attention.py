@@ -83,20 +83,6 @@ def test_max_pool_routes_to_the_winner_and_avg_pool_divides_evenly():
     torch.testing.assert_close(even, torch.full((1, 1, 2, 2), 0.25))
 
 
-def test_sparse_column_path_is_exact(monkeypatch):
-    torch.manual_seed(0)
-    net = mlp(784, [50], 10)
-    x = torch.rand(6, 1, 28, 28)
-    x[:, :, :10] = 0  # a third of the columns are zero in the whole batch
-    t = torch.randint(0, 10, (6,))
-    monkeypatch.setattr(A, "SPARSE_COLUMNS_BELOW", 1.0)
-    sparse = contrastive_excitation_backprop(net, x, t)
-    monkeypatch.setattr(A, "SPARSE_COLUMNS_BELOW", 0.0)
-    dense = contrastive_excitation_backprop(net, x, t)
-    for s, d in zip(sparse, dense):
-        torch.testing.assert_close(s, d)
-
-
 def test_negative_inputs_are_shifted_and_model_state_untouched():
     torch.manual_seed(0)
     net = mlp(10, [8], 3)

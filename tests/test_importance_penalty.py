@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from asp_service.learning import Consolidation, oja_update
-from asp_service.learning import attention as A
 from asp_service.learning.importance import oja_update_conv
 
 
@@ -30,18 +29,6 @@ def test_oja_batch_is_the_mean_of_per_sample_terms():
     for _ in range(5000):
         oja_update(g, pre, post, 1.0)
     torch.testing.assert_close(g, (post.t() @ pre / 5) / (post**2).mean(0)[:, None], rtol=1e-4, atol=1e-5)
-
-
-def test_oja_sparse_columns_exact(monkeypatch):
-    torch.manual_seed(0)
-    pre, post = torch.rand(6, 40), torch.rand(6, 7)
-    pre[:, 5:30] = 0
-    g = torch.rand(7, 40)
-    monkeypatch.setattr(A, "SPARSE_COLUMNS_BELOW", 1.0)
-    a = oja_update(g.clone(), pre, post, 0.5)
-    monkeypatch.setattr(A, "SPARSE_COLUMNS_BELOW", 0.0)
-    b = oja_update(g.clone(), pre, post, 0.5)
-    torch.testing.assert_close(a, b)
 
 
 def test_oja_conv_equals_unfolded_linear_rule():

@@ -88,19 +88,6 @@ def forward_with_inputs(layers: Sequence[nn.Module], x: Tensor) -> tuple[Tensor,
 
 
 _TINY = 1e-12
-#: Restrict a Linear layer's products to the input columns that are non-zero somewhere in the
-#: batch when at most this fraction of them is (MNIST: ~65% of pixels per batch of 100). Exact:
-#: a zero input column contributes nothing to Z, to the map below, or to the Hebbian term.
-SPARSE_COLUMNS_BELOW = 0.85
-
-
-def active_columns(a: Tensor) -> Tensor | None:
-    """Indices of the columns of ``a`` (batch, n) that are non-zero in some row, or None if most are."""
-    nz = (a != 0).any(0)
-    count = int(nz.sum())
-    if count > SPARSE_COLUMNS_BELOW * a.shape[1]:
-        return None
-    return nz.nonzero().squeeze(1)
 
 
 def _eb_synaptic(layer: nn.Module, a: Tensor, signal: Tensor, w: Tensor) -> Tensor:
@@ -111,11 +98,6 @@ def _eb_synaptic(layer: nn.Module, a: Tensor, signal: Tensor, w: Tensor) -> Tens
     whatever its (finite) ratio.
     """
     if isinstance(layer, nn.Linear):
-        cols = active_columns(a)
-        if cols is not None:
-            a_s, w_s = a.index_select(1, cols), w.index_select(1, cols)
-            z = (a_s @ w_s.t()).clamp_(min=_TINY)
-            return torch.zeros_like(a).index_copy_(1, cols, (torch.div(signal, z, out=z) @ w_s).mul_(a_s))
         z = (a @ w.t()).clamp_(min=_TINY)
         return (torch.div(signal, z, out=z) @ w).mul_(a)
     conv: nn.Conv2d = layer  # type: ignore[assignment]
@@ -124,6 +106,15 @@ def _eb_synaptic(layer: nn.Module, a: Tensor, signal: Tensor, w: Tensor) -> Tens
         a.shape, w, torch.div(signal, z, out=z), conv.stride, conv.padding, conv.dilation, conv.groups
     )
     return back.mul_(a)
+
+
+def _positive(w: Tensor, workspace: dict | None, key) -> Tensor:
+    if workspace is None:
+        return w.clamp(min=0)
+    buf = workspace.get(key)
+    if buf is None or buf.shape != w.shape or buf.device != w.device or buf.dtype != w.dtype:
+        buf = workspace[key] = torch.empty_like(w)
+    return torch.clamp(w, min=0, out=buf)
 
 
 def _eb_pool(layer: nn.Module, a: Tensor, signal: Tensor) -> Tensor:
@@ -168,6 +159,7 @@ def attention_from_inputs(
     contrastive: bool = True,
     normalize: str = "sum",
     with_layer_inputs: bool = False,
+    workspace: dict | None = None,
 ):
     """(c-)EB maps from activations already recorded by :func:`forward_with_inputs`.
 
@@ -175,7 +167,9 @@ def attention_from_inputs(
     attention pass reuses them. Returns ``[Pc^0, ..., Pc^L]`` (see module docstring). With
     ``with_layer_inputs`` it also returns, per synaptic layer, the normalised map over that
     layer's own input (after pooling and flattening), which is what Oja's rule pairs with the
-    layer's output map; for an MLP these are exactly ``Pc^0 .. Pc^{L-1}``.
+    layer's output map; for an MLP these are exactly ``Pc^0 .. Pc^{L-1}``. A ``workspace`` dict
+    kept by the caller between calls holds the positive-weight buffers, so that the training hot
+    path allocates no weight-sized tensors (not thread-safe: one workspace per writer).
     """
     synaptic = [i for i, m in enumerate(layers) if isinstance(m, SYNAPTIC)]
     top = synaptic[-1]
@@ -206,7 +200,7 @@ def attention_from_inputs(
                 if current is None:
                     current = normalize_map(signal, normalize)
                 maps.append(current)
-                signal = _eb_synaptic(layer, a, signal, layer.weight.detach().clamp(min=0))
+                signal = _eb_synaptic(layer, a, signal, _positive(layer.weight.detach(), workspace, i))
                 current = normalize_map(signal, normalize)
                 in_maps.append(current)
             elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):

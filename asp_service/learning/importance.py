@@ -34,8 +34,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .attention import active_columns
-
 
 def oja_update(gamma: Tensor, pre: Tensor, post: Tensor, eps: float) -> Tensor:
     """Batched Oja update of ``gamma`` (out x in) from maps ``pre`` (B x in) and ``post`` (B x out).
@@ -49,11 +47,7 @@ def oja_update(gamma: Tensor, pre: Tensor, post: Tensor, eps: float) -> Tensor:
     b = pre.shape[0]
     decay = post.pow(2).mean(0).mul_(-eps).add_(1.0)
     gamma.mul_(decay.unsqueeze(1))
-    cols = active_columns(pre)
-    if cols is None:
-        gamma.addmm_(post.t(), pre, alpha=eps / b)
-    else:  # the Hebbian term is zero in columns where pre is zero for the whole batch
-        gamma.index_add_(1, cols, (post.t() @ pre.index_select(1, cols)).mul_(eps / b))
+    gamma.addmm_(post.t(), pre, alpha=eps / b)
     return gamma
 
 

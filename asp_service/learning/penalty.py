@@ -81,7 +81,7 @@ class Consolidation:
             return
         for name, g in gamma.items():
             theta = self._params[name].detach()
-            g = g.detach().to(theta)
+            g = g.detach().to(theta).contiguous()
             if name not in self.importance:
                 self.importance[name] = g.clone()
                 self.anchor[name] = theta.clone()

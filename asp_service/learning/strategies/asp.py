@@ -57,11 +57,13 @@ class ASP(Strategy):
 
     def _reset(self) -> None:
         self.gamma = zeros_like_params(self._params, self._names)
+        self._workspace: dict = {}
 
     @torch.no_grad()
     def after_backward(self, ctx: StepContext) -> None:
         maps, pre_maps = attention_from_inputs(
-            ctx.layers, ctx.inputs, ctx.y, normalize=self.normalize, with_layer_inputs=True
+            ctx.layers, ctx.inputs, ctx.y, normalize=self.normalize, with_layer_inputs=True,
+            workspace=self._workspace,
         )
         for layer, name, pre, post in zip(self._synaptic, self._names, pre_maps, maps[1:]):
             if isinstance(layer, nn.Conv2d):
