@@ -489,10 +489,11 @@ def run_step_cost(args: argparse.Namespace) -> dict:
     print(f"\nstep cost per observe(): batch {res['batch_size']}, threads {res['threads']}, "
           f"{res['repeats']} interleaved rounds")
     print(f"{'strategy':<12} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} {'x vanilla':>10} "
-          f"{'boundary ms':>12}")
+          f"{'cpu ms':>8} {'cpu x van.':>10} {'boundary ms':>12}")
     for s, v in res["strategies"].items():
         print(f"{s:<12} {1e3 * v['median_s']:10.3f} {1e3 * v['p25_s']:8.3f} "
               f"{1e3 * v['p75_s']:8.3f} {v['ratio_to_vanilla']:10.2f} "
+              f"{1e3 * v['cpu_median_s']:8.3f} {v['cpu_ratio_to_vanilla']:10.2f} "
               f"{1e3 * v['boundary_s']:12.1f}")
     return res
 

@@ -69,16 +69,19 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
             x, y = batches[(warmup + i) % len(batches)]
             learner.observe(x, y, classes=classes)
     times: Mapping[str, list[float]] = {s: [] for s in names}
+    cpu: Mapping[str, list[float]] = {s: [] for s in names}
     for r in range(repeats):
         x, y = batches[r % len(batches)]
         order = names[r % len(names):] + names[: r % len(names)]
         for s in order:
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             learners[s].observe(x, y, classes=classes)
             times[s].append(time.perf_counter() - t0)
+            cpu[s].append(time.thread_time() - c0)
         if progress is not None:
             progress(1)
     base = float(np.median(times["vanilla"]))
+    cpu_base = float(np.median(cpu["vanilla"]))
     out = {}
     for s in names:
         t = np.asarray(times[s])
@@ -86,6 +89,10 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
         out[s] = {"median_s": med, "p25_s": float(np.percentile(t, 25)),
                   "p75_s": float(np.percentile(t, 75)), "mean_s": float(t.mean()),
                   "ratio_to_vanilla": med / base if base > 0 else float("nan"),
-                  "boundary_s": boundary[s], "n": len(t)}
+                  "boundary_s": boundary[s], "n": len(t),
+                  # CPU time of the calling thread (with --threads 1, all of the step's work):
+                  # robust to other processes on a shared machine, unlike wall time.
+                  "cpu_median_s": float(np.median(cpu[s])),
+                  "cpu_ratio_to_vanilla": float(np.median(cpu[s])) / cpu_base if cpu_base > 0 else float("nan")}
     return {"strategies": out, "repeats": repeats, "warmup": warmup,
             "batch_size": int(len(batches[0][1])), "threads": torch.get_num_threads()}
