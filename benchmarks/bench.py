@@ -472,7 +472,8 @@ def run_step_cost(args: argparse.Namespace) -> dict:
         if len(b.y) == args.batch_size]
     if not batches:
         raise SystemExit("asp-bench: the first task has fewer samples than --batch-size")
-    by_strategy = {c.strategy: c for c in args.configs}  # step cost uses the last config
+    # one timed learner per configuration (a --sweep times every value side by side)
+    by_strategy = {c.label: c for c in args.configs}
     if "vanilla" not in by_strategy:
         by_strategy["vanilla"] = Config("vanilla", {**args.override_map.get("all", {})})
 
@@ -488,10 +489,10 @@ def run_step_cost(args: argparse.Namespace) -> dict:
         bar.close()
     print(f"\nstep cost per observe(): batch {res['batch_size']}, threads {res['threads']}, "
           f"{res['repeats']} interleaved rounds")
-    print(f"{'strategy':<12} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} {'x vanilla':>10} "
+    print(f"{'strategy':<24} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} {'x vanilla':>10} "
           f"{'cpu ms':>8} {'cpu x van.':>10} {'boundary ms':>12}")
     for s, v in res["strategies"].items():
-        print(f"{s:<12} {1e3 * v['median_s']:10.3f} {1e3 * v['p25_s']:8.3f} "
+        print(f"{s:<24} {1e3 * v['median_s']:10.3f} {1e3 * v['p25_s']:8.3f} "
               f"{1e3 * v['p75_s']:8.3f} {v['ratio_to_vanilla']:10.2f} "
               f"{1e3 * v['cpu_median_s']:8.3f} {v['cpu_ratio_to_vanilla']:10.2f} "
               f"{1e3 * v['boundary_s']:12.1f}")
