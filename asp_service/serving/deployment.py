@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 from typing import Any, AsyncIterator
 
@@ -218,6 +219,8 @@ def _gpus_for(config: ServiceConfig) -> float:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder (``serve run deploy/serve_config.yaml`` and ``asp-service serve``)."""
     config = ServiceConfig(**args)
+    if config.checkpoint_dir:  # relative to where the app is built, not to the replica's working dir
+        config.checkpoint_dir = os.path.abspath(os.path.expanduser(config.checkpoint_dir))
     predictors = None
     if config.predictors:
         predictors = PredictorDeployment.options(
