@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every benchmark figure in the README, in the order it was produced. Each step writes
+# results.json and figures under docs/results/<name>/. Needs MNIST and Fashion-MNIST in
+# torchvision's layout under $ASP_DATA_DIR (default ../shared/data). About 2 hours on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${ASP_DATA_DIR:-../shared/data}
+B=".venv/bin/asp-bench --data-dir $D --threads 1 --no-progress"
+R=docs/results
+step=${1:-all}
+
+# Hyperparameters chosen by the sweeps below (best ACC, seed 0), per scenario and method.
+PERMUTED="--set asp.lam=1 --set ewc.lam=30 --set online_ewc.lam=100 --set si.lam=1 --set mas.lam=0.01"
+SPLIT="--set asp.lam=3000 --set ewc.lam=100000 --set online_ewc.lam=1000000 --set si.lam=300 --set mas.lam=0.3"
+ALL=vanilla,asp,ewc,online_ewc,si,mas
+
+if [[ $step == all || $step == sweeps ]]; then
+  $B --scenario permuted --dataset mnist --seeds 0 --strategies asp,ewc,online_ewc,si,mas \
+     --sweep asp.lam=10,30,100,300,1000 --sweep ewc.lam=100,1000,10000,100000 \
+     --sweep online_ewc.lam=100,1000,10000,100000 --sweep si.lam=0.1,1,10,100 \
+     --sweep mas.lam=0.01,0.1,1,10 --out $R/sweep-permuted-mnist
+  $B --scenario permuted --dataset mnist --seeds 0 --strategies asp,ewc,online_ewc \
+     --sweep asp.lam=1,3 --sweep ewc.lam=10,30 --sweep online_ewc.lam=10,30 --out $R/sweep2-permuted-mnist
+  $B --scenario permuted --dataset mnist --seeds 0 --strategies asp,si,mas \
+     --sweep asp.lam=0.3 --sweep si.lam=3 --sweep mas.lam=0.001,0.003 --out $R/sweep3-permuted-mnist
+  $B --scenario split-task --dataset mnist --seeds 0 --strategies $ALL \
+     --sweep asp.lam=10,30,100,300,1000,10000 --sweep ewc.lam=100,1000,10000,100000 \
+     --sweep online_ewc.lam=100,1000,10000,100000 --sweep si.lam=0.1,1,10,100 \
+     --sweep mas.lam=0.01,0.1,1,10 --out $R/sweep-split-task-mnist
+  $B --scenario split-task --dataset mnist --seeds 0 --strategies asp,ewc,online_ewc,si,mas \
+     --sweep asp.lam=3000,100000 --sweep ewc.lam=1000000 --sweep online_ewc.lam=1000000 \
+     --sweep si.lam=300,1000,3000 --sweep mas.lam=0.03,0.3 --out $R/sweep2-split-task-mnist
+fi
+if [[ $step == all || $step == taskfree ]]; then
+  $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --task-free --anchoring drift \
+     $PERMUTED --out $R/taskfree-drift-permuted-mnist
+  $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --task-free --anchoring periodic \
+     --anchor-every 20000 $PERMUTED --out $R/taskfree-periodic-permuted-mnist
+fi
+if [[ $step == all || $step == final ]]; then
+  for ds in mnist fashion; do
+    $B --scenario permuted --dataset $ds --seeds 0,1,2 --strategies $ALL $PERMUTED \
+       --attention-figure --out $R/permuted-$ds
+    $B --scenario split-task --dataset $ds --seeds 0,1,2 --strategies $ALL $SPLIT --out $R/split-task-$ds
+  done
+fi
+if [[ $step == all || $step == step-cost ]]; then
+  $B --measure step-cost --dataset mnist --strategies asp,ewc,online_ewc,si,mas $PERMUTED \
+     --repeats 500 --out $R/step-cost
+fi
