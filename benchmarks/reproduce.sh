@@ -10,7 +10,7 @@ R=docs/results
 step=${1:-all}
 
 # Hyperparameters chosen by the sweeps below (best ACC, seed 0), per scenario and method.
-PERMUTED="--set asp.lam=1 --set ewc.lam=30 --set online_ewc.lam=100 --set si.lam=1 --set mas.lam=0.01"
+PERMUTED="--set asp.lam=1 --set ewc.lam=30 --set online_ewc.lam=100 --set si.lam=3 --set mas.lam=0.003"
 SPLIT="--set asp.lam=3000 --set ewc.lam=100000 --set online_ewc.lam=1000000 --set si.lam=300 --set mas.lam=0.3"
 ALL=vanilla,asp,ewc,online_ewc,si,mas
 

@@ -39,7 +39,7 @@ STRATEGIES = tuple(REGISTRY)
 
 #: Strength of the penalty per strategy when none is given. ASP's comes from the Permuted MNIST
 #: sweep in the README; the others' from their own sweeps on the same benchmark.
-DEFAULT_LAM = {"vanilla": 0.0, "asp": 30.0, "ewc": 1000.0, "online_ewc": 1000.0, "si": 1.0, "mas": 1.0}
+DEFAULT_LAM = {"vanilla": 0.0, "asp": 1.0, "ewc": 30.0, "online_ewc": 100.0, "si": 3.0, "mas": 0.003}
 #: Strategy hyperparameters that are not the penalty's (passed to the strategy's constructor).
 DEFAULT_STRATEGY_ARGS: dict[str, dict] = {"asp": {"eps": 1.0}}
 
