@@ -199,7 +199,9 @@ class LearnerClient:
                 png: bool = False) -> pb.PredictReply:
         """Probabilities and top-k; ``attention``: None, "predicted", "runner_up" or label(s)."""
         request = pb.PredictRequest(inputs=encode_inputs(np.asarray(x)), top_k=top_k)
-        if attention in _TARGETS:
+        if attention is None or isinstance(attention, str):
+            if attention not in _TARGETS:
+                raise ValueError(f"attention must be None, 'predicted', 'runner_up' or label(s), not {attention!r}")
             request.attention.target = _TARGETS[attention]
         else:
             labels = [attention] if isinstance(attention, (int, np.integer)) else list(attention)

@@ -84,6 +84,7 @@ class LearnerService:
         self.batches_seen = 0
         self._last_anchor_at: float | None = None
         self._write_lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one checkpoint write at a time (RPC, periodic, shutdown)
         self._store = CheckpointStore(config.checkpoint_dir) if config.checkpoint_dir else None
         self._last_checkpoint: CheckpointInfo | None = None
         self._checkpointed_version = -1
@@ -234,12 +235,13 @@ class LearnerService:
         if self._store is None:
             raise InvalidRequest(grpc.StatusCode.FAILED_PRECONDITION,
                                  "checkpoints are off: start the service with a checkpoint directory")
-        with self._write_lock:
-            payload = self._payload()
-            version, seen = self.learner.version, self.learner.samples_seen
-        info = self._store.save(payload)  # I/O outside the lock: training goes on meanwhile
-        self._last_checkpoint, self._checkpointed_version = info, version
-        self._last_checkpoint_time = time.monotonic()
+        with self._save_lock:
+            with self._write_lock:
+                payload = self._payload()
+                version, seen = self.learner.version, self.learner.samples_seen
+            info = self._store.save(payload)  # I/O outside the write lock: training goes on meanwhile
+            self._last_checkpoint, self._checkpointed_version = info, version
+            self._last_checkpoint_time = time.monotonic()
         logger.info("checkpoint %s (version %d, sha256 %s)", info.path, version, info.sha256)
         return pb.CheckpointReply(path=info.path, sha256=info.sha256, model_version=version, samples_seen=seen,
                                   size_bytes=info.size_bytes)
