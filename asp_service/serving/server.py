@@ -59,13 +59,14 @@ class RunningService:
 
 
 def start_ray(*, metrics_port: int | None = None, num_cpus: int | None = None) -> int:
-    """Start a local Ray (no dashboard) exporting metrics on ``metrics_port``; returns that port."""
+    """Start a new local Ray (never joins a running cluster; no dashboard) exporting metrics on
+    ``metrics_port``; returns that port."""
     import ray
 
     os.environ.setdefault("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", str(PROXY_MAX_MESSAGE_BYTES))
     metrics_port = metrics_port or free_port()
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _metrics_export_port=metrics_port,
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _metrics_export_port=metrics_port,
                  logging_level=logging.WARNING, log_to_driver=False)
     return metrics_port
 
