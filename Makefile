@@ -20,5 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Every benchmark figure in the README (hours on 2 cores; needs ASP_DATA_DIR with MNIST/Fashion-MNIST).
+bench: $(STAMP)
+	bash benchmarks/reproduce.sh
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
