@@ -83,7 +83,16 @@ def test_max_pool_routes_to_the_winner_and_avg_pool_divides_evenly():
     torch.testing.assert_close(even, torch.full((1, 1, 2, 2), 0.25))
 
 
-def test_negative_inputs_are_shifted_and_model_state_untouched():
+def test_negative_inputs_are_shifted_for_the_attention_pass_only():
+    """x = (-.5, 2, 1): the forward pass gives a1 = (.5, 4); target 0: D1 = (.2, .8). The
+    attention pass uses a0 = x - min(x) = (0, 2.5, 1.5): Z1 = (1.25, 5.5), D1 / Z1 = (.16, .8/5.5),
+    D0 = a0 * (.16, .2255, .2909) = (0, 31/55, 24/55). Unshifted it would be (0, 2/3, 1/3)."""
+    net = tiny_net()
+    pc0 = contrastive_excitation_backprop(net, torch.tensor([[-0.5, 2.0, 1.0]]), torch.tensor([0]))[0]
+    torch.testing.assert_close(pc0, torch.tensor([[0.0, 31 / 55, 24 / 55]]))
+
+
+def test_model_mode_and_flags_untouched():
     torch.manual_seed(0)
     net = mlp(10, [8], 3)
     net.train()

@@ -191,11 +191,17 @@ def attention_from_inputs(
         # The normalised current signal, kept while only pass-through layers follow.
         current = normalize_map(signal, normalize)
         in_maps.append(current)
+        # EB needs a non-negative input: shift each sample by its minimum where it is negative.
+        # Layers up to the first synaptic one only reshape or pool the raw input, so the same
+        # per-sample shift applies to each of their inputs.
+        shift = None
+        if bool((inputs[0] < 0).any()):
+            shift = inputs[0].detach().flatten(1).amin(1).clamp(max=0)
         for i in range(top - 1, -1, -1):
             layer = layers[i]
             a = inputs[i].detach()
-            if i == 0 and bool((a < 0).any()):
-                a = a - a.flatten(1).amin(1).clamp(max=0).view(-1, *([1] * (a.dim() - 1)))
+            if shift is not None and i <= synaptic[0]:
+                a = a - shift.view(-1, *([1] * (a.dim() - 1)))
             if isinstance(layer, SYNAPTIC):
                 if current is None:
                     current = normalize_map(signal, normalize)
