@@ -32,10 +32,15 @@ if [[ $step == all || $step == sweeps ]]; then
      --sweep si.lam=300,1000,3000 --sweep mas.lam=0.03,0.3 --out $R/sweep2-split-task-mnist
 fi
 if [[ $step == all || $step == taskfree ]]; then
+  # boundaries hidden; ASP at its task-aware strength, and the service's anchoring swept
   $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --task-free --anchoring drift \
-     $PERMUTED --out $R/taskfree-drift-permuted-mnist
+     --set asp.lam=1 --out $R/taskfree-drift-permuted-mnist
   $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --task-free --anchoring periodic \
-     --anchor-every 20000 $PERMUTED --out $R/taskfree-periodic-permuted-mnist
+     --anchor-every 20000 --set asp.lam=1 --out $R/taskfree-periodic-permuted-mnist
+  $B --scenario permuted --dataset mnist --seeds 0 --strategies asp --task-free --anchoring periodic+drift \
+     --anchor-every 5000 --sweep asp.lam=0.3,1,3,10,30 --out $R/sweep-taskfree-permuted-mnist
+  $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --task-free --anchoring periodic+drift \
+     --anchor-every 5000 --set asp.lam=0.3 --out $R/taskfree-periodic-drift-permuted-mnist
 fi
 if [[ $step == all || $step == final ]]; then
   for ds in mnist fashion; do
