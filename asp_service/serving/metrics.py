@@ -32,6 +32,7 @@ METRICS = {
     "ray_asp_train_latency_seconds": ("histogram", (), "time to validate and apply one Train message"),
     "ray_asp_predict_latency_seconds": ("histogram", (), "time to answer one Predict request"),
     "ray_asp_invalid_requests_total": ("counter", ("rpc", "code"), "requests refused, by status code"),
+    "ray_asp_skipped_steps": ("gauge", (), "training steps skipped by the learner's non-finite guard (cumulative, survives restarts)"),
 }
 
 
@@ -56,6 +57,7 @@ class RayServeMetrics:
         self.predict_latency = Histogram("asp_predict_latency_seconds", "time to answer one Predict request",
                                          boundaries=LATENCY_BUCKETS_S)
         self.invalid = Counter("asp_invalid_requests", "requests refused", tag_keys=("rpc", "code"))
+        self.skipped = Gauge("asp_skipped_steps", "training steps skipped by the non-finite guard (cumulative)")
 
     def on_train(self, *, samples: int, loss: float, prequential: float, drift: bool, latency_s: float,
                  version: int) -> None:
@@ -77,6 +79,7 @@ class RayServeMetrics:
     def on_tick(self, status: pb.StatusReply) -> None:
         self.version.set(status.model_version)
         self.samples_seen.set(status.samples_seen)
+        self.skipped.set(status.skipped_steps)
         self.anchors.set(status.anchors_taken)
         self.drift.set(status.drift.detections)
         self.since_anchor.set(status.seconds_since_anchor)

@@ -206,6 +206,7 @@ class LearnerService:
             )
             for key, value in learner.hyperparameters.items():
                 reply.hyperparameters[key] = json.dumps(value, default=str)
+            reply.skipped_steps = learner.skipped_steps  # non-finite steps refused by the learner's guard
             reply.drift.detector = str(drift.get("detector", ""))
             reply.drift.detections = int(drift.get("detections", 0))
             for key, value in drift.items():

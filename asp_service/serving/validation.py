@@ -56,6 +56,7 @@ class Limits:
     num_classes: int
     max_samples: int = 4096          # per message
     max_bytes: int = 16 * 1024 * 1024  # of tensor data per message
+    max_id_chars: int = 256          # stream_id and task_hint
 
     @property
     def accepted_shapes(self) -> list[tuple[int, ...]]:
@@ -113,6 +114,22 @@ def decode_inputs(tensor: pb.Tensor, limits: Limits, *, field: str = "inputs") -
     if low < 0.0 or high > 1.0:
         raise invalid(f"{field}: float32 values must lie in [0, 1] (got min {low:g}, max {high:g})")
     return array.astype(np.float32, copy=True)
+
+
+def check_train_request(request: pb.TrainRequest, limits: Limits) -> None:
+    """Refuse a TrainRequest whose sequence number, stream id or task hint is unusable.
+
+    Stream ids and task hints are kept (stream positions, regime names, metric labels) and
+    may be logged, so they must be short and free of control characters (no log injection).
+    The tensors are checked by :func:`decode_inputs` and :func:`decode_labels`.
+    """
+    if request.sequence_number == 0:
+        raise invalid("sequence_number: must be set (1, 2, ... per stream)")
+    for field, value in (("stream_id", request.stream_id), ("task_hint", request.task_hint)):
+        if len(value) > limits.max_id_chars:
+            raise invalid(f"{field}: {len(value)} characters, over the limit of {limits.max_id_chars}")
+        if not value.isprintable():
+            raise invalid(f"{field}: control or non-printable characters are not allowed")
 
 
 def decode_labels(labels: Sequence[int], n: int, num_classes: int, *, field: str = "labels") -> np.ndarray:
