@@ -1,11 +1,16 @@
 """Typed Python client for the ``asp.v1.Learner`` gRPC service.
 
 :meth:`LearnerClient.train` streams batches of samples, numbers each message (per
-``stream_id``), keeps the messages not yet acknowledged and, when the connection drops
-(UNAVAILABLE and similar codes), reconnects and resends them: the service skips any it had
-already applied (it acknowledges them as duplicates), so nothing is learned twice and nothing
-is lost. ``resume=True`` continues the numbering of a stream the service already knows, e.g.
-after the client process itself restarted.
+``stream_id``) and keeps every message the service has not yet made *durable* (written into a
+checkpoint: each ack says up to which sequence number that is). When the connection drops
+(UNAVAILABLE and similar codes), it reconnects, asks the service where the stream stands (the
+last message it applied: after a crash of the replica, the last one in the checkpoint it
+restored) and resends everything after that; a message the service had already applied is
+acknowledged as a duplicate and skipped. So nothing is learned twice and nothing is lost, even
+when the replica's process is killed. The buffer is bounded (``max_unsaved`` messages): when
+half of it is not durable the client asks the service for a checkpoint, and when it is full
+it stops sending until one arrives. ``resume=True`` continues the numbering of a stream the
+service already knows, e.g. after the client process itself restarted.
 
 Example (needs a running service)::
 
@@ -50,24 +55,36 @@ _TARGETS = {
 class _Attempt:
     """One Train call; ``broken`` stops its request iterator once the call is over."""
 
-    def __init__(self) -> None:
+    def __init__(self, resend_after: int) -> None:
         self.broken = False
+        self.resend_after = resend_after  # the service has applied every message up to this one
 
 
 class LearnerClient:
     """A connection to the service; thread-safe for unary calls, one ``train`` stream at a time."""
 
     def __init__(self, target: str = "127.0.0.1:9000", *, application: str = "asp", stream_id: str | None = None,
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, max_unsaved: int = 64):
+        if max_unsaved < 1:
+            raise ValueError(f"max_unsaved must be at least 1, not {max_unsaved}")
         self.target = target
         self.metadata = (("application", application),)
         self.stream_id = stream_id or f"client-{uuid.uuid4().hex[:12]}"
         self.timeout_s = timeout_s
+        self.max_unsaved = max_unsaved
         self.sequence_number = 0  # last one given to a message
-        self.last_acked = 0
+        self.last_acked = 0       # last one the service said it applied
+        self.durable = 0          # last one the service said is in a checkpoint on disk
         self.reconnects = 0
+        self.checkpoint_requests = 0
+        self.max_buffered = 0     # most messages held at once (never above max_unsaved)
+        self.lost = 0             # messages said durable that a restart did not restore (damaged checkpoint)
+        self._durability = True   # False once the service said it has no checkpoints
+        self._max_in_flight = 4
         self._cond = threading.Condition()
-        self._pending: deque[pb.TrainRequest] = deque()
+        self._source_lock = threading.Lock()
+        self._pending: deque[pb.TrainRequest] = deque()  # numbered, not durable yet: sent or to send
+        self._checkpointing: threading.Thread | None = None
         self._connect()
 
     # ------------------------------------------------------------------ plumbing
@@ -114,63 +131,141 @@ class LearnerClient:
 
     def resume(self) -> int:
         """Continue this stream's numbering after the last message the service applied."""
-        for position in self.status().streams:
-            if position.stream_id == self.stream_id:
-                self.sequence_number = self.last_acked = max(self.sequence_number, position.last_sequence_number)
+        last, durable = self.position()
+        with self._cond:
+            self.sequence_number = self.last_acked = max(self.sequence_number, last)
+            self._release(durable)
         return self.sequence_number
 
-    def _requests(self, source: Iterator, attempt: _Attempt, max_in_flight: int,
-                  done: list[bool]) -> Iterator[pb.TrainRequest]:
-        sent = 0
+    def position(self) -> tuple[int, int]:
+        """This stream's (last applied, last durable) sequence numbers on the service; (0, 0) if unknown."""
+        for position in self.status().streams:
+            if position.stream_id == self.stream_id:
+                return position.last_sequence_number, position.durable_sequence_number
+        return 0, 0
+
+    @property
+    def buffered(self) -> int:
+        """Messages held for a possible resend (numbered, not durable yet)."""
+        return len(self._pending)
+
+    # The buffer: every method below whose name starts with "_" runs with self._cond held.
+    def _release(self, durable: int) -> None:
+        """Drop the messages the service has made durable (or applied, when it keeps no checkpoints)."""
+        self.durable = max(self.durable, durable)
+        upto = self.durable if self._durability else max(self.durable, self.last_acked)
+        while self._pending and self._pending[0].sequence_number <= upto:
+            self._pending.popleft()
+        self._cond.notify_all()
+
+    def _restored(self, last: int, durable: int) -> int:
+        """After a reconnect: the service's position for this stream; returns where resending starts."""
+        if last < self.durable:
+            # Acknowledged as durable, then not restored: a damaged checkpoint on the service.
+            first = self._pending[0].sequence_number if self._pending else self.sequence_number + 1
+            missing = max(0, min(self.durable, first - 1) - last)
+            self.lost += missing
+            logger.error("the service restored stream %s at message %d, below the %d it had acknowledged as "
+                         "durable: %d messages are lost", self.stream_id, last, self.durable, missing)
+            self.durable = durable
+        # Resend what this client has no ack for (a message the service applied comes back as a
+        # duplicate, so every message gets its ack) and, after a restore, what the service lost.
+        self.last_acked = min(self.last_acked, last)
+        self._release(durable)
+        return self.last_acked
+
+    def _want_checkpoint(self) -> None:
+        """Ask for a checkpoint in the background when half the buffer is not durable."""
+        if (not self._durability or len(self._pending) < max(1, self.max_unsaved // 2)
+                or (self._checkpointing is not None and self._checkpointing.is_alive())):
+            return
+        self.checkpoint_requests += 1
+        self._checkpointing = threading.Thread(target=self._checkpoint_for_buffer, name="asp-client-checkpoint",
+                                               daemon=True)
+        self._checkpointing.start()
+
+    def _checkpoint_for_buffer(self) -> None:  # its own thread, without the lock
+        try:
+            self.checkpoint()  # releases what it made durable
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+                logger.warning("the service keeps no checkpoints: messages are released once applied")
+                with self._cond:
+                    self._durability = False
+                    self._release(0)
+            else:  # the stream sees the same trouble and reconnects; the next ack asks again
+                logger.warning("checkpoint request failed (%s)", error.code().name)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _requests(self, source: Iterator, attempt: _Attempt, done: list[bool]) -> Iterator[pb.TrainRequest]:
+        sent = attempt.resend_after
         while True:
+            pull = False
             with self._cond:
                 while True:
                     if attempt.broken:
                         return
+                    window = self.last_acked + self._max_in_flight  # the last one that may be sent now
                     msg = next((m for m in self._pending if m.sequence_number > sent), None)
                     if msg is not None:
-                        break
-                    if done[0]:
+                        if msg.sequence_number <= window:
+                            break
+                    elif done[0]:
                         return  # everything sent: half-close, acks keep coming
-                    if len(self._pending) < max_in_flight:
-                        item = next(source, None)
-                        if item is None:
-                            done[0] = True
-                            continue
-                        msg = self.message(*item)
-                        self._pending.append(msg)
+                    elif len(self._pending) >= self.max_unsaved:
+                        self._want_checkpoint()  # full: wait until a checkpoint makes room
+                    elif self.sequence_number < window:
+                        pull = True
                         break
                     self._cond.wait(0.5)
+            if pull:
+                # Outside the lock, so that a slow source never holds up acks; one puller at a time
+                # (a broken attempt's request thread may still be in here when the next one starts).
+                with self._source_lock:
+                    item = next(source, None)
+                    with self._cond:
+                        if item is None:
+                            done[0] = True
+                        else:
+                            self._pending.append(self.message(*item))
+                            self.max_buffered = max(self.max_buffered, len(self._pending))
+                continue  # send the oldest message this attempt has not sent (not necessarily this one)
             sent = msg.sequence_number
             yield msg
 
-    def train(self, batches: Iterable[tuple], *, max_in_flight: int = 4, retries: int = 5,
-              backoff_s: float = 1.0, resume: bool = False) -> Iterator[pb.TrainAck]:
+    def train(self, batches: Iterable[tuple], *, max_in_flight: int = 4, retries: int = 5, backoff_s: float = 1.0,
+              resume: bool = False) -> Iterator[pb.TrainAck]:
         """Stream ``(x, y)`` or ``(x, y, task_hint)`` batches; yields one TrainAck per message.
 
         ``x``: uint8 (N, 28, 28) / (N, 1, 28, 28) / (N, 784) or float32 in [0, 1]; ``y``: N labels.
-        At most ``max_in_flight`` messages are unacknowledged at a time. On a retryable error the
-        client reconnects (up to ``retries`` times in a row without progress) and resends them.
+        At most ``max_in_flight`` messages are unacknowledged at a time, and at most
+        ``max_unsaved`` (the client's setting) are held, acknowledged or not, until durable.
+        On a retryable error the client reconnects (up to ``retries`` times in a row without
+        progress), asks the service where the stream stands and resends from there.
         """
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        self._max_in_flight = max_in_flight
         if resume:
             self.resume()
         source = iter(batches)
         done = [False]
         failures = 0
+        resend_after = self.last_acked
         while True:
-            attempt = _Attempt()
-            call = self._stub.Train(self._requests(source, attempt, max_in_flight, done), metadata=self.metadata)
+            attempt = _Attempt(resend_after)
+            call = self._stub.Train(self._requests(source, attempt, done), metadata=self.metadata)
             try:
                 for ack in call:
                     with self._cond:
-                        while self._pending and self._pending[0].sequence_number <= ack.sequence_number:
-                            self._pending.popleft()
                         self.last_acked = max(self.last_acked, ack.last_sequence_number)
-                        self._cond.notify_all()
+                        self._release(ack.durable_sequence_number)
+                        self._want_checkpoint()
                     failures = 0
                     yield ack
                 with self._cond:
-                    if done[0] and not self._pending:
+                    if done[0] and self.last_acked >= self.sequence_number:
                         return
                 error: grpc.RpcError | None = None  # the stream ended early: resend what is pending
             except grpc.RpcError as e:
@@ -182,13 +277,24 @@ class LearnerClient:
                     attempt.broken = True
                     self._cond.notify_all()
                 call.cancel()
-            failures += 1
-            if failures > retries:
-                raise error if error is not None else ConnectionError("Train stream keeps ending early")
-            logger.warning("Train stream interrupted (%s); reconnecting and resending %d messages",
-                           error.code().name if error is not None else "ended early", len(self._pending))
-            time.sleep(backoff_s * failures)
-            self.reconnect()
+            while True:  # reconnect until the service says where this stream stands
+                failures += 1
+                if failures > retries:
+                    raise error if error is not None else ConnectionError("Train stream keeps ending early")
+                logger.warning("Train stream interrupted (%s); reconnecting (%d messages not durable)",
+                               error.code().name if error is not None else "ended early", len(self._pending))
+                time.sleep(backoff_s * failures)
+                self.reconnect()
+                try:
+                    last, durable = self.position()
+                except grpc.RpcError as e:
+                    if e.code() not in RETRYABLE:
+                        raise
+                    error = e
+                    continue
+                with self._cond:
+                    resend_after = self._restored(last, durable)
+                break
 
     def train_batch(self, x: np.ndarray, y: Sequence[int] | np.ndarray, task_hint: str = "") -> pb.TrainAck:
         """One message through the unary TrainBatch RPC (no stream)."""
@@ -214,7 +320,13 @@ class LearnerClient:
         return self._stub.GetStatus(pb.StatusRequest(), metadata=self.metadata, timeout=self.timeout_s)
 
     def checkpoint(self) -> pb.CheckpointReply:
-        return self._stub.Checkpoint(pb.CheckpointRequest(), metadata=self.metadata, timeout=self.timeout_s)
+        """Ask for a checkpoint now; the messages of this stream it contains are released from the buffer."""
+        reply = self._stub.Checkpoint(pb.CheckpointRequest(), metadata=self.metadata, timeout=self.timeout_s)
+        for position in reply.streams:
+            if position.stream_id == self.stream_id:
+                with self._cond:
+                    self._release(position.durable_sequence_number)
+        return reply
 
     def reanchor(self) -> pb.ReanchorReply:
         return self._stub.Reanchor(pb.ReanchorRequest(), metadata=self.metadata, timeout=self.timeout_s)

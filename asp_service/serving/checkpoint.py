@@ -6,7 +6,11 @@ file in the same folder, fsyncs it, moves the current checkpoint to ``previous.c
 renames the temporary file to ``current.ckpt`` and fsyncs the folder. A crash at any point
 leaves at least one complete, verifiable file. :meth:`CheckpointStore.load` verifies the
 digest and, when ``current.ckpt`` is missing, truncated or corrupt, logs why and falls back
-to ``previous.ckpt``.
+to ``previous.ckpt``. :meth:`CheckpointStore.restore` (what the service calls on start) does
+the same, also refuses a file whose checksum verifies but whose payload does not load, sets
+every damaged file aside as ``<name>.corrupt`` (so that it is reported once, kept for
+inspection and never read again), removes temporary files left by a crash mid-write, and
+says in a :class:`RestoreReport` what it used and why.
 
 >>> import tempfile, torch
 >>> store = CheckpointStore(tempfile.mkdtemp())
@@ -43,6 +47,21 @@ class CheckpointInfo:
     path: str
     sha256: str
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What :meth:`CheckpointStore.restore` used and why.
+
+    ``source``: ``current``, ``previous`` or ``none`` (start from a fresh model); ``reason``:
+    ``verified`` (current.ckpt checked out), ``current_missing`` / ``current_corrupt`` (fell back
+    to previous.ckpt), ``empty`` (no checkpoint at all) or ``all_corrupt`` (nothing usable);
+    ``corrupt``: the damaged files found, as renamed aside.
+    """
+
+    source: str
+    reason: str
+    corrupt: tuple[str, ...] = ()
 
 
 class CheckpointStore:
@@ -95,6 +114,45 @@ class CheckpointStore:
             state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
             return state, CheckpointInfo(str(path), hashlib.sha256(payload).hexdigest(), len(raw))
         return None
+
+    def restore(self) -> tuple[tuple[dict[str, Any], CheckpointInfo] | None, RestoreReport]:
+        """Like :meth:`load`, for a process starting up: damaged files are set aside, and the
+        report says which file was used and why. Never returns a payload that did not verify."""
+        for stale in self.directory.glob(".ckpt-*.tmp"):  # a write interrupted by a crash
+            logger.warning("removing %s, left by an interrupted checkpoint write", stale)
+            stale.unlink(missing_ok=True)
+        corrupt: list[str] = []
+        current_missing = not self.current.exists()
+        for path, source in ((self.current, "current"), (self.previous, "previous")):
+            if not path.exists():
+                continue
+            raw = path.read_bytes()
+            payload = _verify(raw)
+            state = None
+            if payload is not None:
+                try:
+                    state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+                except Exception as error:  # checksum fine, content not a checkpoint: never use it
+                    logger.error("checkpoint %s verifies but does not load (%s)", path, error)
+            if state is None:
+                aside = path.with_name(path.name + ".corrupt")
+                os.replace(path, aside)
+                corrupt.append(str(aside))
+                logger.error("checkpoint %s is damaged (sha256 mismatch, truncated or unreadable): moved to %s; "
+                             "falling back to %s", path, aside,
+                             "previous.ckpt" if source == "current" else "a fresh model")
+                continue
+            if source == "current":
+                reason = "verified"
+            else:
+                reason = "current_missing" if current_missing else "current_corrupt"
+                logger.warning("restoring %s: current.ckpt is %s", path, reason.split("_")[1])
+            info = CheckpointInfo(str(path), hashlib.sha256(payload).hexdigest(), len(raw))
+            return (state, info), RestoreReport(source, reason, tuple(corrupt))
+        if corrupt:
+            logger.error("no usable checkpoint in %s (%d damaged): starting from a fresh model",
+                         self.directory, len(corrupt))
+        return None, RestoreReport("none", "all_corrupt" if corrupt else "empty", tuple(corrupt))
 
 
 def _verify(raw: bytes) -> bytes | None:

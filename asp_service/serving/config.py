@@ -28,6 +28,8 @@ class ServiceConfig(BaseModel):
     # Checkpoints
     checkpoint_dir: str | None = None
     checkpoint_every_s: float = Field(60.0, gt=0)
+    checkpoint_every_samples: int | None = Field(
+        20000, ge=1, description="also checkpoint after this many trained samples (None: by time only)")
 
     # Live forgetting probes
     probe_size: int = Field(128, ge=1)

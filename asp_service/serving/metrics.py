@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
+from asp_service.serving.checkpoint import RestoreReport
 from asp_service.serving.protos import learner_pb2 as pb
 
 LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
@@ -33,6 +34,14 @@ METRICS = {
     "ray_asp_predict_latency_seconds": ("histogram", (), "time to answer one Predict request"),
     "ray_asp_invalid_requests_total": ("counter", ("rpc", "code"), "requests refused, by status code"),
     "ray_asp_skipped_steps": ("gauge", (), "training steps skipped by the learner's non-finite guard (cumulative, survives restarts)"),
+    "ray_asp_checkpoint_restore_total": ("counter", ("source", "reason"),
+                                         "replica starts by what was restored: source current, previous or none; "
+                                         "reason verified, current_missing, current_corrupt, empty, all_corrupt"),
+    "ray_asp_checkpoint_corrupt_files": ("gauge", (), "damaged checkpoint files found (and set aside) at the last start"),
+    "ray_asp_checkpoints_written": ("gauge", (), "checkpoints written by this replica process"),
+    "ray_asp_checkpoint_age_seconds": ("gauge", (), "seconds since the last checkpoint written or restored (-1: none)"),
+    "ray_asp_samples_not_durable": ("gauge", (), "samples trained on that no checkpoint contains yet (lost by a crash)"),
+    "ray_asp_checkpoint_write_seconds": ("gauge", (), "duration of the last checkpoint write (serialise + fsync)"),
 }
 
 
@@ -58,6 +67,13 @@ class RayServeMetrics:
                                          boundaries=LATENCY_BUCKETS_S)
         self.invalid = Counter("asp_invalid_requests", "requests refused", tag_keys=("rpc", "code"))
         self.skipped = Gauge("asp_skipped_steps", "training steps skipped by the non-finite guard (cumulative)")
+        self.restores = Counter("asp_checkpoint_restore", "replica starts by what was restored",
+                                tag_keys=("source", "reason"))
+        self.corrupt = Gauge("asp_checkpoint_corrupt_files", "damaged checkpoint files found at the last start")
+        self.written = Gauge("asp_checkpoints_written", "checkpoints written by this replica process")
+        self.checkpoint_age = Gauge("asp_checkpoint_age_seconds", "seconds since the last checkpoint")
+        self.not_durable = Gauge("asp_samples_not_durable", "samples trained on that no checkpoint contains yet")
+        self.write_seconds = Gauge("asp_checkpoint_write_seconds", "duration of the last checkpoint write")
 
     def on_train(self, *, samples: int, loss: float, prequential: float, drift: bool, latency_s: float,
                  version: int) -> None:
@@ -76,7 +92,17 @@ class RayServeMetrics:
     def on_invalid(self, rpc: str, code: str) -> None:
         self.invalid.inc(1, tags={"rpc": rpc, "code": code})
 
+    def on_restore(self, report: RestoreReport) -> None:
+        self.restores.inc(1, tags={"source": report.source, "reason": report.reason})
+        self.corrupt.set(len(report.corrupt))
+
     def on_tick(self, status: pb.StatusReply) -> None:
+        checkpoints = status.checkpoints
+        self.corrupt.set(checkpoints.corrupt_files)
+        self.written.set(checkpoints.written)
+        self.checkpoint_age.set(checkpoints.seconds_since_checkpoint)
+        self.not_durable.set(checkpoints.samples_since_checkpoint)
+        self.write_seconds.set(checkpoints.last_write_seconds)
         self.version.set(status.model_version)
         self.samples_seen.set(status.samples_seen)
         self.skipped.set(status.skipped_steps)

@@ -14,6 +14,16 @@ Concurrency model (the deployment calls every method here from worker threads):
 Sequence numbers are kept per ``stream_id``: a message at or below the last applied number is
 acknowledged as a duplicate and skipped, which lets a client resend what was not acknowledged
 after a reconnect. They travel in checkpoints with the learner, the regimes and the counters.
+
+Durability: every ack also carries the stream's *durable* sequence number, the last one
+contained in a checkpoint written to disk. A replica killed without warning restarts from its
+last checkpoint, so it has applied exactly the messages up to that number; a client that keeps
+every message above it and resends them after reconnecting gets each one applied exactly once.
+Checkpoints are written every ``checkpoint_every_s`` seconds or ``checkpoint_every_samples``
+samples (whichever comes first, by the periodic tick) and on demand (``Checkpoint``, which
+clients call when too many of their messages are not durable yet); a request that arrives
+while a write is running is answered by the next write, and one that finds nothing new since
+the last checkpoint by that checkpoint.
 """
 
 from __future__ import annotations
@@ -21,15 +31,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import grpc
 import torch
 
 from asp_service.learning import OnlineLearner, mlp
-from asp_service.serving.checkpoint import CheckpointInfo, CheckpointStore
+from asp_service.serving.checkpoint import CheckpointInfo, CheckpointStore, RestoreReport
 from asp_service.serving.config import ServiceConfig
 from asp_service.serving.predictor import Snapshot, predict
 from asp_service.serving.protos import learner_pb2 as pb
@@ -49,6 +61,7 @@ class MetricsSink(Protocol):
     def on_predict(self, latency_s: float) -> None: ...
     def on_invalid(self, rpc: str, code: str) -> None: ...
     def on_tick(self, status: pb.StatusReply) -> None: ...
+    def on_restore(self, report: RestoreReport) -> None: ...
 
 
 class NullMetrics:
@@ -56,6 +69,22 @@ class NullMetrics:
     def on_predict(self, latency_s: float) -> None: ...
     def on_invalid(self, rpc: str, code: str) -> None: ...
     def on_tick(self, status: pb.StatusReply) -> None: ...
+    def on_restore(self, report: RestoreReport) -> None: ...
+
+
+@dataclass
+class StreamState:
+    """One stream's position and what the learner did with its samples."""
+
+    last: int = 0       # last sequence number applied
+    trained: int = 0    # samples trained on
+    held_out: int = 0   # samples kept for the forgetting probes
+    messages: int = 0   # messages applied
+
+    @classmethod
+    def of(cls, value: Any) -> "StreamState":
+        # checkpoints written before the per-stream counters kept only the position
+        return cls(last=int(value)) if isinstance(value, int) else cls(**{k: int(v) for k, v in value.items()})
 
 
 def build_learner(config: ServiceConfig, device: str) -> OnlineLearner:
@@ -80,15 +109,23 @@ class LearnerService:
         self.regimes = RegimeTracker(probe_size=config.probe_size, holdout_every=config.holdout_every,
                                      max_regimes=config.max_regimes, min_regime_samples=config.min_regime_samples)
         self.prequential = RollingAccuracy(config.prequential_window)
-        self.streams: dict[str, int] = {}
+        self.streams: dict[str, StreamState] = {}
+        self._durable: dict[str, int] = {}  # each stream's position in the last checkpoint on disk
         self.batches_seen = 0
+        self._mutations = 0  # messages applied and re-anchors: what a checkpoint may be missing
+        self._checkpointed_mutations = 0
+        self._checkpointed_samples = 0
+        self._checkpoints_written = 0
+        self._last_write_s = 0.0
+        self._last_reply: pb.CheckpointReply | None = None
+        self._restore_report = RestoreReport("none", "disabled")
         self._last_anchor_at: float | None = None
         self._write_lock = threading.Lock()
         self._save_lock = threading.Lock()  # one checkpoint write at a time (RPC, periodic, shutdown)
         self._store = CheckpointStore(config.checkpoint_dir) if config.checkpoint_dir else None
         self._last_checkpoint: CheckpointInfo | None = None
-        self._checkpointed_version = -1
-        self._last_checkpoint_time = time.monotonic()
+        self._last_checkpoint_time: float | None = None
+        self._started = time.monotonic()
         self._last_evaluation = 0.0
         self._evaluated_at = 0
         self._last_publish = 0.0
@@ -106,11 +143,11 @@ class LearnerService:
         y_np = decode_labels(request.labels, x_np.shape[0], self.config.num_classes)
         stream = request.stream_id or "default"
         with self._write_lock:
-            last = self.streams.get(stream, 0)
-            if request.sequence_number <= last:
-                return pb.TrainAck(sequence_number=request.sequence_number, last_sequence_number=last,
+            position = self.streams.get(stream) or StreamState()
+            if request.sequence_number <= position.last:
+                return pb.TrainAck(sequence_number=request.sequence_number, last_sequence_number=position.last,
                                    model_version=self.learner.version, samples_seen=self.learner.samples_seen,
-                                   duplicate=True)
+                                   duplicate=True, durable_sequence_number=self._durable.get(stream, 0))
             x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
             if request.task_hint and request.task_hint != self.regimes.task_hint_seen:
                 self._evaluate()  # the ending regime's accuracy at its end is its best
@@ -138,8 +175,11 @@ class LearnerService:
                     self.regimes.drift(self.learner.samples_seen)
             if anchored:
                 self._last_anchor_at = time.monotonic()
-            self.streams[stream] = request.sequence_number
+            held_out = int((~keep).sum())
+            self.streams[stream] = StreamState(request.sequence_number, position.trained + applied,
+                                               position.held_out + held_out, position.messages + 1)
             self.batches_seen += 1
+            self._mutations += 1
             if applied:
                 self.prequential.update(correct, applied)
             if self.learner.samples_seen - self._evaluated_at >= self.config.evaluate_every_samples:
@@ -151,7 +191,7 @@ class LearnerService:
                 last_sequence_number=request.sequence_number, model_version=self.learner.version,
                 samples_seen=self.learner.samples_seen, correct=correct,
                 loss=loss_sum / applied if applied else 0.0, drift=drift, anchored=anchored,
-                held_out=int((~keep).sum()),
+                held_out=held_out, durable_sequence_number=self._durable.get(stream, 0),
             )
             prequential = self.prequential.value
         self.metrics.on_train(samples=applied, loss=ack.loss, prequential=prequential, drift=drift,
@@ -202,8 +242,17 @@ class LearnerService:
                 seconds_since_anchor=-1.0 if self._last_anchor_at is None else time.monotonic() - self._last_anchor_at,
                 prequential_accuracy=self.prequential.value, device=str(learner.device),
                 last_checkpoint=self._last_checkpoint.path if self._last_checkpoint else "",
-                num_classes=self.config.num_classes, input_shape=list(self.config.input_shape),
+                num_classes=self.config.num_classes, input_shape=list(self.config.input_shape), pid=os.getpid(),
             )
+            report = self._restore_report
+            reply.checkpoints.restored_from = report.source
+            reply.checkpoints.restore_reason = report.reason
+            reply.checkpoints.corrupt_files = len(report.corrupt)
+            reply.checkpoints.written = self._checkpoints_written
+            reply.checkpoints.seconds_since_checkpoint = (
+                -1.0 if self._last_checkpoint_time is None else time.monotonic() - self._last_checkpoint_time)
+            reply.checkpoints.samples_since_checkpoint = learner.samples_seen - self._checkpointed_samples
+            reply.checkpoints.last_write_seconds = self._last_write_s
             for key, value in learner.hyperparameters.items():
                 reply.hyperparameters[key] = json.dumps(value, default=str)
             reply.skipped_steps = learner.skipped_steps  # non-finite steps refused by the learner's guard
@@ -220,32 +269,60 @@ class LearnerService:
                                   started_at_sample=regime.started_at_sample, probe_size=regime.probe_size,
                                   current_accuracy=regime.current, best_accuracy=regime.best,
                                   forgetting=regime.forgetting)
-            for stream, last in sorted(self.streams.items()):
-                reply.streams.add(stream_id=stream, last_sequence_number=last)
+            for stream, position in sorted(self.streams.items()):
+                reply.streams.add(stream_id=stream, last_sequence_number=position.last,
+                                  durable_sequence_number=self._durable.get(stream, 0),
+                                  samples_trained=position.trained, samples_held_out=position.held_out,
+                                  messages=position.messages)
         return reply
 
     # ----------------------------------------------------------------- control
     def reanchor(self) -> pb.ReanchorReply:
         with self._write_lock:
             self.learner.reanchor()
+            self._mutations += 1
             self._last_anchor_at = time.monotonic()
             self._publish()
             return pb.ReanchorReply(anchors_taken=self.learner.anchors_taken, model_version=self.learner.version)
 
     def checkpoint(self) -> pb.CheckpointReply:
+        """Write a checkpoint containing everything applied before this call (or reuse one that does)."""
         if self._store is None:
             raise InvalidRequest(grpc.StatusCode.FAILED_PRECONDITION,
                                  "checkpoints are off: start the service with a checkpoint directory")
+        wanted = self._mutations  # what the caller has seen applied
         with self._save_lock:
+            if self._last_reply is not None and self._checkpointed_mutations >= wanted:
+                return self._last_reply  # written while this call waited, or nothing new since
+            started = time.perf_counter()
             with self._write_lock:
-                payload = self._payload()
-                version, seen = self.learner.version, self.learner.samples_seen
-            info = self._store.save(payload)  # I/O outside the write lock: training goes on meanwhile
-            self._last_checkpoint, self._checkpointed_version = info, version
-            self._last_checkpoint_time = time.monotonic()
-        logger.info("checkpoint %s (version %d, sha256 %s)", info.path, version, info.sha256)
-        return pb.CheckpointReply(path=info.path, sha256=info.sha256, model_version=version, samples_seen=seen,
-                                  size_bytes=info.size_bytes)
+                payload = self._payload()  # copies: training goes on while it is written
+                version, seen, mutations = self.learner.version, self.learner.samples_seen, self._mutations
+            info = self._store.save(payload)  # I/O outside the write lock
+            durable = {stream: position["last"] for stream, position in payload["streams"].items()}
+            reply = pb.CheckpointReply(path=info.path, sha256=info.sha256, model_version=version, samples_seen=seen,
+                                       size_bytes=info.size_bytes)
+            for stream, last in sorted(durable.items()):
+                reply.streams.add(stream_id=stream, last_sequence_number=last, durable_sequence_number=last)
+            with self._write_lock:
+                self._durable = durable
+                self._last_checkpoint, self._last_reply = info, reply
+                self._checkpointed_mutations, self._checkpointed_samples = mutations, seen
+                self._last_checkpoint_time = time.monotonic()
+                self._checkpoints_written += 1
+                self._last_write_s = time.perf_counter() - started
+        logger.info("checkpoint %s (version %d, sha256 %s, %.3f s)", info.path, version, info.sha256,
+                    self._last_write_s)
+        return reply
+
+    def checkpoint_due(self) -> bool:
+        """Anything not in a checkpoint yet, and ``checkpoint_every_s`` or ``checkpoint_every_samples`` reached."""
+        if self._store is None or self._mutations == self._checkpointed_mutations:
+            return False
+        since = self._last_checkpoint_time or self._started
+        every = self.config.checkpoint_every_samples
+        return (time.monotonic() - since >= self.config.checkpoint_every_s
+                or (every is not None and self.learner.samples_seen - self._checkpointed_samples >= every))
 
     def tick(self) -> None:
         """Periodic work: publish stale weights, evaluate the probes, checkpoint when due, report gauges."""
@@ -255,14 +332,13 @@ class LearnerService:
                 self._publish()
             if now - self._last_evaluation >= self.config.evaluate_every_s:
                 self._evaluate()
-        if (self._store is not None and now - self._last_checkpoint_time >= self.config.checkpoint_every_s
-                and self.learner.version != self._checkpointed_version):
+        if self.checkpoint_due():
             self.checkpoint()
         self.metrics.on_tick(self.status())
 
     def shutdown(self) -> None:
         """Final checkpoint on graceful shutdown (when anything changed since the last one)."""
-        if self._store is not None and self.learner.version != self._checkpointed_version:
+        if self._store is not None and self._mutations != self._checkpointed_mutations:
             self.checkpoint()
 
     # ----------------------------------------------------------------- persistence
@@ -273,13 +349,17 @@ class LearnerService:
     def _payload(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT, "identity": self._identity(), "learner": self.learner.state_dict(),
-            "regimes": self.regimes.state_dict(), "streams": dict(self.streams), "batches_seen": self.batches_seen,
+            "regimes": self.regimes.state_dict(), "batches_seen": self.batches_seen,
+            "streams": {stream: asdict(position) for stream, position in self.streams.items()},
         }
 
     def _restore(self) -> None:
-        loaded = self._store.load()
+        loaded, report = self._store.restore()
+        self._restore_report = report
+        self.metrics.on_restore(report)
         if loaded is None:
-            logger.info("no checkpoint in %s: starting from a fresh model", self._store.directory)
+            logger.info("no usable checkpoint in %s (%s): starting from a fresh model", self._store.directory,
+                        report.reason)
             return
         state, info = loaded
         if state.get("format") != CHECKPOINT_FORMAT or state.get("identity") != self._identity():
@@ -287,8 +367,15 @@ class LearnerService:
                              f"not for this service's {self._identity()}; use another --checkpoint-dir")
         self.learner.load_state_dict(state["learner"])
         self.regimes.load_state_dict(state["regimes"])
-        self.streams = {str(k): int(v) for k, v in state["streams"].items()}
+        self.streams = {str(k): StreamState.of(v) for k, v in state["streams"].items()}
+        self._durable = {stream: position.last for stream, position in self.streams.items()}
         self.batches_seen = int(state["batches_seen"])
-        self._last_checkpoint, self._checkpointed_version = info, self.learner.version
-        logger.info("restored %s (version %d, %d samples seen)", info.path, self.learner.version,
-                    self.learner.samples_seen)
+        self._last_checkpoint, self._checkpointed_samples = info, self.learner.samples_seen
+        self._last_checkpoint_time = time.monotonic()
+        self._last_reply = pb.CheckpointReply(path=info.path, sha256=info.sha256, model_version=self.learner.version,
+                                              samples_seen=self.learner.samples_seen, size_bytes=info.size_bytes)
+        for stream, last in sorted(self._durable.items()):
+            self._last_reply.streams.add(stream_id=stream, last_sequence_number=last, durable_sequence_number=last)
+        logger.warning("restored %s (%s: %s; version %d, %d samples seen, streams %s)", info.path, report.source,
+                       report.reason, self.learner.version, self.learner.samples_seen,
+                       {stream: position.last for stream, position in self.streams.items()})
