@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -36,18 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--hidden", type=_hidden, default=[400, 400], help="hidden widths, e.g. 400,400")
     serve.add_argument("--anchor-every", type=int, default=5000, help="samples between periodic anchors")
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
+    serve.add_argument("--writer-token-file", default=os.environ.get("ASP_WRITER_TOKEN_FILE"),
+                       help="bearer tokens (one per line) for Train, TrainBatch, Checkpoint, Reanchor and reads "
+                            "(default: $ASP_WRITER_TOKEN_FILE; $ASP_WRITER_TOKENS adds comma-separated tokens)")
+    serve.add_argument("--reader-token-file", default=os.environ.get("ASP_READER_TOKEN_FILE"),
+                       help="bearer tokens for Predict and GetStatus (default: $ASP_READER_TOKEN_FILE; "
+                            "$ASP_READER_TOKENS adds more); needs writer tokens too")
     return parser
 
 
 def serve_forever(args: argparse.Namespace) -> int:
+    from asp_service.serving.auth import TokenAuth
     from asp_service.serving.config import ServiceConfig
     from asp_service.serving.server import start_service
 
     config = ServiceConfig(strategy=args.strategy, device=args.device, checkpoint_dir=args.checkpoint_dir or None,
                            checkpoint_every_s=args.checkpoint_every, predictors=args.predictors,
-                           hidden=args.hidden, anchor_every=args.anchor_every)
+                           hidden=args.hidden, anchor_every=args.anchor_every,
+                           writer_token_file=args.writer_token_file or None,
+                           reader_token_file=args.reader_token_file or None)
+    auth = TokenAuth.from_sources(writer_token_file=config.writer_token_file,  # fail before Ray starts
+                                  reader_token_file=config.reader_token_file)
     service = start_service(config, grpc_port=args.port, metrics_port=args.metrics_port, num_cpus=args.num_cpus)
-    print(f"asp-service: gRPC on {service.target} (application '{service.app_name}'), "
+    print(f"asp-service: gRPC on {service.target} (application '{service.app_name}', "
+          f"{'bearer tokens required' if auth.enabled else 'no authentication'}), "
           f"metrics on http://127.0.0.1:{service.metrics_port}/metrics; Ctrl-C to stop", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

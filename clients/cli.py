@@ -36,7 +36,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     total = sum(len(t.train_y) for t in scenario.tasks)
     window: deque[tuple[int, int]] = deque()
     correct = seen = 0
-    with LearnerClient(args.target, application=args.application, stream_id=args.stream_id) as client:
+    with LearnerClient(args.target, application=args.application, token=_token(args), stream_id=args.stream_id) as client:
         client.wait_ready()
         batches = scenario_batches(scenario, args.batch_size, seed=args.seed, task_hints=not args.no_task_hints)
         with tqdm(total=total, unit="sample", desc=scenario.name, disable=args.quiet) as bar:
@@ -79,7 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     target = args.attention_target
     if target not in ("predicted", "runner-up"):
         target = [int(label) for label in target.split(",")]
-    with LearnerClient(args.target, application=args.application) as client:
+    with LearnerClient(args.target, application=args.application, token=_token(args)) as client:
         reply = client.predict(x, top_k=args.top_k, attention=target if args.attention else None,
                                png=bool(args.attention))
     paths = _attention_paths(args.attention, len(x)) if args.attention else []
@@ -97,23 +97,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with LearnerClient(args.target, application=args.application) as client:
+    with LearnerClient(args.target, application=args.application, token=_token(args)) as client:
         print(json.dumps(MessageToDict(client.status(), preserving_proto_field_name=True), indent=2))
     return 0
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    with LearnerClient(args.target, application=args.application) as client:
+    with LearnerClient(args.target, application=args.application, token=_token(args)) as client:
         reply = client.checkpoint()
     print(f"{reply.path} sha256={reply.sha256} version={reply.model_version} samples={reply.samples_seen}")
     return 0
 
 
 def cmd_reanchor(args: argparse.Namespace) -> int:
-    with LearnerClient(args.target, application=args.application) as client:
+    with LearnerClient(args.target, application=args.application, token=_token(args)) as client:
         reply = client.reanchor()
     print(f"anchors taken {reply.anchors_taken}, model version {reply.model_version}")
     return 0
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else the first line of --token-file, else None (the client then reads $ASP_TOKEN)."""
+    if args.token:
+        return args.token
+    if args.token_file:
+        from asp_service.serving.auth import read_token_file
+
+        tokens = read_token_file(args.token_file)
+        return tokens[0] if tokens else None
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="127.0.0.1:9000", help="host:port of the gRPC proxy")
     parser.add_argument("--application", default="asp", help="Serve application name (gRPC metadata)")
+    parser.add_argument("--token", default=None,
+                        help="bearer token (default: $ASP_TOKEN); visible in ps, prefer --token-file or the env")
+    parser.add_argument("--token-file", default=None, help="file whose first line is the bearer token")
     sub = parser.add_subparsers(dest="command", required=True)
 
     stream = sub.add_parser("stream", help="stream a continual-learning scenario into the service")

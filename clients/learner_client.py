@@ -23,6 +23,7 @@ Example (needs a running service)::
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -64,11 +65,13 @@ class LearnerClient:
     """A connection to the service; thread-safe for unary calls, one ``train`` stream at a time."""
 
     def __init__(self, target: str = "127.0.0.1:9000", *, application: str = "asp", stream_id: str | None = None,
-                 timeout_s: float = 60.0, max_unsaved: int = 64):
+                 timeout_s: float = 60.0, max_unsaved: int = 64, token: str | None = None):
+        """``token``: bearer token sent as ``authorization`` metadata (default: ``$ASP_TOKEN``, if set)."""
         if max_unsaved < 1:
             raise ValueError(f"max_unsaved must be at least 1, not {max_unsaved}")
         self.target = target
-        self.metadata = (("application", application),)
+        token = token if token is not None else os.environ.get("ASP_TOKEN", "")
+        self.metadata = (("application", application),) + ((("authorization", f"Bearer {token}"),) if token else ())
         self.stream_id = stream_id or f"client-{uuid.uuid4().hex[:12]}"
         self.timeout_s = timeout_s
         self.max_unsaved = max_unsaved

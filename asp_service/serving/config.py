@@ -49,6 +49,11 @@ class ServiceConfig(BaseModel):
     max_ongoing_requests: int = Field(64, ge=2)
     num_cpus: float = Field(1.0, ge=0)
 
+    # Authentication (asp_service.serving.auth): files of bearer tokens, one per line; the
+    # environment variables ASP_WRITER_TOKENS / ASP_READER_TOKENS add more. No tokens: open.
+    writer_token_file: str | None = None
+    reader_token_file: str | None = None
+
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device

@@ -27,12 +27,13 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
 from asp_service.learning import mlp
+from asp_service.serving.auth import TokenAuth
 from asp_service.serving.config import ServiceConfig
 from asp_service.serving.metrics import RayServeMetrics
 from asp_service.serving.predictor import Snapshot, predict
 from asp_service.serving.protos import learner_pb2 as pb
 from asp_service.serving.service import LearnerService
-from asp_service.serving.validation import InvalidRequest, Limits
+from asp_service.serving.validation import InvalidRequest, Limits, check_train_request
 
 logger = logging.getLogger("ray.serve")
 
@@ -53,6 +54,9 @@ class LearnerDeployment:
         self.config = ServiceConfig(**config)
         if self.config.num_cpus >= 1:
             torch.set_num_threads(max(1, int(self.config.num_cpus)))
+        self.auth = TokenAuth.from_sources(writer_token_file=self.config.writer_token_file,
+                                           reader_token_file=self.config.reader_token_file)
+        logger.info("authentication: %r", self.auth)  # counts only, never the tokens
         self.metrics = RayServeMetrics()
         self.service = LearnerService(self.config, metrics=self.metrics)
         self._predictors = predictors
@@ -71,8 +75,21 @@ class LearnerDeployment:
         self.metrics.on_invalid(rpc, error.code.name)
         _refuse(error, context)
 
+    def _authorize(self, rpc: str, context: RayServegRPCContext) -> None:
+        """Raise InvalidRequest (UNAUTHENTICATED, already set on the context) unless the token allows ``rpc``."""
+        try:
+            self.auth.check(rpc, context.invocation_metadata())
+        except InvalidRequest as error:
+            self._refused(rpc, error, context)
+            raise
+
+    def _train(self, request: pb.TrainRequest) -> pb.TrainAck:
+        check_train_request(request, self.service.limits)
+        return self.service.train(request)
+
     async def Train(self, request_stream: AsyncIterator[pb.TrainRequest],
                     grpc_context: RayServegRPCContext) -> AsyncIterator[pb.TrainAck]:
+        self._authorize("Train", grpc_context)  # before any message is read
         # Each message reaches the replica through one Ray call to the proxy: fetch the next
         # messages while the current one trains, so that the learner never waits on the network.
         queue: asyncio.Queue = asyncio.Queue(maxsize=PREFETCH)
@@ -88,7 +105,7 @@ class LearnerDeployment:
         try:
             while (request := await queue.get()) is not None:
                 try:
-                    ack = await asyncio.to_thread(self.service.train, request)
+                    ack = await asyncio.to_thread(self._train, request)
                 except InvalidRequest as error:
                     # Ending a response stream drops the code set on the context; raising after
                     # setting it makes Serve answer with that code and these details.
@@ -101,7 +118,11 @@ class LearnerDeployment:
 
     async def TrainBatch(self, request: pb.TrainRequest, grpc_context: RayServegRPCContext) -> pb.TrainAck:
         try:
-            ack = await asyncio.to_thread(self.service.train, request)
+            self._authorize("TrainBatch", grpc_context)
+        except InvalidRequest:
+            return pb.TrainAck()
+        try:
+            ack = await asyncio.to_thread(self._train, request)
         except InvalidRequest as error:
             self._refused("TrainBatch", error, grpc_context)
             return pb.TrainAck()
@@ -109,6 +130,10 @@ class LearnerDeployment:
         return ack
 
     async def Predict(self, request: pb.PredictRequest, grpc_context: RayServegRPCContext) -> pb.PredictReply:
+        try:
+            self._authorize("Predict", grpc_context)
+        except InvalidRequest:
+            return pb.PredictReply()
         try:
             if self._predictors is None:
                 return await asyncio.to_thread(self.service.predict, request)
@@ -120,17 +145,29 @@ class LearnerDeployment:
             self._refused("Predict", error, grpc_context)
             return pb.PredictReply()
 
-    async def GetStatus(self, request: pb.StatusRequest) -> pb.StatusReply:
+    async def GetStatus(self, request: pb.StatusRequest, grpc_context: RayServegRPCContext) -> pb.StatusReply:
+        try:
+            self._authorize("GetStatus", grpc_context)
+        except InvalidRequest:
+            return pb.StatusReply()
         return await asyncio.to_thread(self.service.status)
 
     async def Checkpoint(self, request: pb.CheckpointRequest, grpc_context: RayServegRPCContext) -> pb.CheckpointReply:
+        try:
+            self._authorize("Checkpoint", grpc_context)
+        except InvalidRequest:
+            return pb.CheckpointReply()
         try:
             return await asyncio.to_thread(self.service.checkpoint)
         except InvalidRequest as error:
             self._refused("Checkpoint", error, grpc_context)
             return pb.CheckpointReply()
 
-    async def Reanchor(self, request: pb.ReanchorRequest) -> pb.ReanchorReply:
+    async def Reanchor(self, request: pb.ReanchorRequest, grpc_context: RayServegRPCContext) -> pb.ReanchorReply:
+        try:
+            self._authorize("Reanchor", grpc_context)
+        except InvalidRequest:
+            return pb.ReanchorReply()
         return await asyncio.to_thread(self.service.reanchor)
 
     async def Health(self, request: pb.HealthRequest) -> pb.HealthReply:
@@ -221,6 +258,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     config = ServiceConfig(**args)
     if config.checkpoint_dir:  # relative to where the app is built, not to the replica's working dir
         config.checkpoint_dir = os.path.abspath(os.path.expanduser(config.checkpoint_dir))
+    for field in ("writer_token_file", "reader_token_file"):
+        if getattr(config, field):
+            setattr(config, field, os.path.abspath(os.path.expanduser(getattr(config, field))))
     predictors = None
     if config.predictors:
         predictors = PredictorDeployment.options(
