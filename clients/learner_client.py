@@ -250,13 +250,29 @@ class LearnerClient:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self._max_in_flight = max_in_flight
+        # A client that has streamed before asks where its stream stands: the replica may have
+        # restarted from a checkpoint since, without this stream noticing.
+        sync = resume or self.sequence_number > 0
         if resume:
             self.resume()
         source = iter(batches)
         done = [False]
         failures = 0
         resend_after = self.last_acked
+        error: grpc.RpcError | None = None
         while True:
+            if sync:
+                try:
+                    last, durable = self.position()
+                except grpc.RpcError as e:
+                    if e.code() not in RETRYABLE:
+                        raise
+                    error = e
+                    failures = self._backoff(error, failures, retries, backoff_s)
+                    continue
+                with self._cond:
+                    resend_after = self._restored(last, durable)
+                sync = False
             attempt = _Attempt(resend_after)
             call = self._stub.Train(self._requests(source, attempt, done), metadata=self.metadata)
             try:
@@ -270,7 +286,7 @@ class LearnerClient:
                 with self._cond:
                     if done[0] and self.last_acked >= self.sequence_number:
                         return
-                error: grpc.RpcError | None = None  # the stream ended early: resend what is pending
+                error = None  # the stream ended early: resend what is pending
             except grpc.RpcError as e:
                 if e.code() not in RETRYABLE:
                     raise
@@ -280,24 +296,19 @@ class LearnerClient:
                     attempt.broken = True
                     self._cond.notify_all()
                 call.cancel()
-            while True:  # reconnect until the service says where this stream stands
-                failures += 1
-                if failures > retries:
-                    raise error if error is not None else ConnectionError("Train stream keeps ending early")
-                logger.warning("Train stream interrupted (%s); reconnecting (%d messages not durable)",
-                               error.code().name if error is not None else "ended early", len(self._pending))
-                time.sleep(backoff_s * failures)
-                self.reconnect()
-                try:
-                    last, durable = self.position()
-                except grpc.RpcError as e:
-                    if e.code() not in RETRYABLE:
-                        raise
-                    error = e
-                    continue
-                with self._cond:
-                    resend_after = self._restored(last, durable)
-                break
+            failures = self._backoff(error, failures, retries, backoff_s)
+            sync = True  # then ask the service where this stream stands
+
+    def _backoff(self, error: grpc.RpcError | None, failures: int, retries: int, backoff_s: float) -> int:
+        """Count a failure (raise after ``retries`` in a row), wait, reconnect; returns the new count."""
+        failures += 1
+        if failures > retries:
+            raise error if error is not None else ConnectionError("Train stream keeps ending early")
+        logger.warning("Train stream interrupted (%s); reconnecting (%d messages not durable)",
+                       error.code().name if error is not None else "ended early", len(self._pending))
+        time.sleep(backoff_s * failures)
+        self.reconnect()
+        return failures
 
     def train_batch(self, x: np.ndarray, y: Sequence[int] | np.ndarray, task_hint: str = "") -> pb.TrainAck:
         """One message through the unary TrainBatch RPC (no stream)."""
