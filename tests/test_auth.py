@@ -14,14 +14,16 @@ import uuid
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asp_service.serving.auth import READER_RPCS, WRITER_RPCS, TokenAuth
 from asp_service.serving.protos import learner_pb2 as pb
 from asp_service.serving.validation import InvalidRequest
 
 from conftest import SERVICE_ARGS
+from fuzz_support import fuzz_settings
 
 WRITER = "writer-" + secrets.token_hex(16)
 READER = "reader-" + secrets.token_hex(16)
@@ -57,6 +59,43 @@ def test_each_role_reaches_exactly_its_rpcs(rpc):
                 auth.check(rpc, metadata)
             assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
             assert WRITER not in str(refused.value) and READER not in str(refused.value)
+
+
+@st.composite
+def near_misses(draw) -> str:
+    """A real token changed a little: one character, a prefix, a suffix, case, whitespace inside
+    (surrounding whitespace is trimmed, as HTTP does with header values)."""
+    token = draw(st.sampled_from([WRITER, READER]))
+    how = draw(st.sampled_from(["char", "prefix", "suffix", "case", "space", "random"]))
+    if how == "char":
+        i = draw(st.integers(0, len(token) - 1))
+        return token[:i] + draw(st.characters(exclude_characters=token[i])) + token[i + 1:]
+    if how == "prefix":
+        return token[:draw(st.integers(0, len(token) - 1))]
+    if how == "suffix":
+        return token + draw(st.text(st.characters(categories=["L", "N", "P", "S"]), min_size=1, max_size=4))
+    if how == "case":
+        return token.upper()
+    if how == "space":
+        i = draw(st.integers(1, len(token) - 1))
+        return token[:i] + " " + token[i:]
+    return draw(st.text(max_size=80))
+
+
+@fuzz_settings(300)
+@given(token=near_misses(), scheme=st.sampled_from(["Bearer ", "bearer ", "Bearer  ", "", "Basic ", "Token "]),
+       rpc=st.sampled_from(RPCS), extra=st.lists(st.tuples(st.sampled_from(["application", "x-token", "authorization-x"]),
+                                                          st.text(max_size=20)), max_size=2))
+def test_fuzzed_credentials_never_pass(token, scheme, rpc, extra):
+    """When the presented credential is anything but a configured token, only Health passes."""
+    auth = TokenAuth(writers=[WRITER], readers=[READER])
+    metadata = [("authorization", scheme + token), *extra]
+    if rpc == "Health":
+        auth.check(rpc, metadata)
+        return
+    with pytest.raises(InvalidRequest) as refused:
+        auth.check(rpc, metadata)
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_without_tokens_everything_is_open_and_reads_can_stay_open():
