@@ -49,6 +49,11 @@ if [[ $step == all || $step == final ]]; then
     $B --scenario split-task --dataset $ds --seeds 0,1,2 --strategies $ALL $SPLIT --out $R/split-task-$ds
   done
 fi
+if [[ $step == all || $step == fashion-sweep ]]; then
+  # is ASP's gap on Fashion-MNIST a matter of its MNIST-tuned strength?
+  $B --scenario permuted --dataset fashion --seeds 0 --strategies asp --sweep asp.lam=0.3,3,10,30 \
+     --out $R/sweep-permuted-fashion
+fi
 if [[ $step == all || $step == step-cost ]]; then
   $B --measure step-cost --dataset mnist --strategies asp,ewc,online_ewc,si,mas $PERMUTED \
      --repeats 500 --out $R/step-cost
