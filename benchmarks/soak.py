@@ -166,10 +166,21 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(args.rss_every_s)
                         continue
                     os.kill(status.pid, signal.SIGKILL)
-                    kills.append({"at_s": round(now, 1), "pid": status.pid,
-                                  "samples_not_durable": status.checkpoints.samples_since_checkpoint})
-                    next_kill += args.kill_every_s
+                    killed_at = time.perf_counter()
                     print(f"[{now:6.1f} s] SIGKILL learner replica pid {status.pid}", flush=True)
+                    restarted = None
+                    while restarted is None and time.perf_counter() - killed_at < 300:
+                        try:
+                            restarted = control.status()
+                        except grpc.RpcError:
+                            time.sleep(0.2)
+                    kills.append({"at_s": round(now, 1), "pid": status.pid,
+                                  "samples_not_durable": status.checkpoints.samples_since_checkpoint,
+                                  "status_again_after_s": round(time.perf_counter() - killed_at, 1),
+                                  "restored_from": restarted.checkpoints.restored_from if restarted else None})
+                    if restarted is not None:
+                        pid = restarted.pid
+                    next_kill += args.kill_every_s
                 time.sleep(args.rss_every_s)
             stop.set()
             for thread in threads:
