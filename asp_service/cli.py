@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     serve.add_argument("--checkpoint-dir", default="checkpoints", help="'' turns checkpoints off")
     serve.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between periodic checkpoints")
+    serve.add_argument("--checkpoint-every-samples", type=int, default=20000,
+                       help="also checkpoint after this many trained samples (0: by time only)")
     serve.add_argument("--predictors", type=int, default=0, help="extra predictor replicas (scale-out)")
     serve.add_argument("--hidden", type=_hidden, default=[400, 400], help="hidden widths, e.g. 400,400")
     serve.add_argument("--anchor-every", type=int, default=5000, help="samples between periodic anchors")
@@ -53,6 +55,7 @@ def serve_forever(args: argparse.Namespace) -> int:
 
     config = ServiceConfig(strategy=args.strategy, device=args.device, checkpoint_dir=args.checkpoint_dir or None,
                            checkpoint_every_s=args.checkpoint_every, predictors=args.predictors,
+                           checkpoint_every_samples=args.checkpoint_every_samples or None,
                            hidden=args.hidden, anchor_every=args.anchor_every,
                            writer_token_file=args.writer_token_file or None,
                            reader_token_file=args.reader_token_file or None)
