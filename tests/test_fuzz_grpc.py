@@ -2,7 +2,7 @@
 
 Layer (b) of the fuzzing (layer (a), many more examples against the Ray-free service, is
 ``test_fuzz_service.py``): tens of generated messages per RPC, with random extra metadata,
-sent to the real app, plus raw byte strings (random, or valid messages with bytes flipped)
+sent to a real app (``asp-fuzz``, a second app on the session's Serve), plus raw byte strings (random, or valid messages with bytes flipped)
 that the proxy itself must decode. Properties: every refusal is INVALID_ARGUMENT or
 RESOURCE_EXHAUSTED, a refused message leaves the learner's status (counters, version,
 importance, stream positions, regimes, skipped steps) unchanged, and Health still answers
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from asp_service.serving.protos import learner_pb2 as pb
 
+from conftest import SERVICE_ARGS
 from fuzz_support import Tally, fuzz_settings, predict_requests, train_requests
 
 pytestmark = pytest.mark.serve
@@ -38,14 +39,32 @@ def tally(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stub(service):
+def fuzz_app(service, tmp_path_factory):
+    """A second app, ``asp-fuzz``, on the session's Serve instance: the fuzzing (task hints,
+    streams, re-anchors) must not change the state the other service tests read."""
+    from ray import serve
+
+    from asp_service.serving.config import ServiceConfig
+    from asp_service.serving.server import deploy
+    from clients import LearnerClient
+
+    deploy(ServiceConfig(**{**SERVICE_ARGS, "num_cpus": 0}, checkpoint_dir=str(tmp_path_factory.mktemp("ckpt-fuzz"))),
+           app_name="asp-fuzz")
+    with LearnerClient(service.target, application="asp-fuzz") as probe:
+        probe.wait_ready()
+    yield service
+    serve.delete("asp-fuzz")
+
+
+@pytest.fixture(scope="module")
+def stub(fuzz_app):
     from asp_service.serving.protos import learner_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(service.target, options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+    with grpc.insecure_channel(fuzz_app.target, options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
         yield pb_grpc.LearnerStub(channel), channel
 
 
-APP = (("application", "asp"),)
+APP = (("application", "asp-fuzz"),)
 
 
 def fingerprint(stub) -> tuple:
