@@ -30,7 +30,7 @@ from asp_service.serving.validation import InvalidRequest, check_train_request
 from fuzz_support import Tally, bitwise_equal, fuzz_settings, predict_requests, service_state, train_requests
 
 REFUSAL_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
-SMALL = dict(hidden=[16], device="cpu", minibatch=8, anchor_every=64, probe_size=16, holdout_every=5,
+SMALL = dict(hidden=[16], device="cpu", minibatch=8, anchor_every=256, probe_size=16, holdout_every=5,
              min_regime_samples=16, max_regimes=4, evaluate_every_samples=50, publish_every_s=0.0,
              max_samples_per_message=64, max_message_bytes=64 * 784 * 4, checkpoint_dir=None)
 
@@ -79,7 +79,7 @@ def attempt(service: LearnerService, tally: Tally, rpc: str, call) -> None:
     assert all_finite(service)
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(request=train_requests())
 def test_fuzzed_train_messages_are_refused_cleanly_or_applied(service, tally, request):
     """When any TrainRequest arrives, it is applied, acknowledged as a duplicate, or refused with
