@@ -82,8 +82,10 @@ def test_a_replica_killed_mid_stream_restarts_and_every_message_is_applied_exact
     app, _ = crash_app
     total = 40
     seen: dict = {}
+    # max_unsaved 64: the client never asks for a checkpoint itself here (the bound is tested in
+    # test_reliability_checkpoint.py), so 1-20 are exactly what is durable when the kill comes
     client = LearnerClient(service.target, application=app, stream_id=f"crash-{uuid.uuid4().hex[:6]}",
-                           max_unsaved=16)
+                           max_unsaved=64)
 
     def source():
         for index, batch in enumerate(batches(total, size=SAMPLES)):
