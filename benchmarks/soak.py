@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             "predicts": len(latencies),
             "predict_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 2) if latencies else None,
             "predict_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2) if latencies else None,
+            "predict_max_ms": round(max(latencies) * 1000, 2) if latencies else None,
             "rss_mib": {"start": rss[0][1] if rss else None, "peak": max(m for _, m, _ in rss) if rss else None,
                         "end": rss[-1][1] if rss else None,
                         "slope_last_half_mib_per_min": round(slope_per_min(half), 2),
