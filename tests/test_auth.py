@@ -222,6 +222,25 @@ def test_real_app_answers_unauthenticated_and_changes_nothing(auth_app, digits):
 
 
 @pytest.mark.serve
+@fuzz_settings(25)
+@given(token=near_misses().filter(lambda t: t.isascii() and t.isprintable()),  # gRPC metadata is ASCII
+       scheme=st.sampled_from(["Bearer ", "bearer ", "Basic ", ""]), rpc=st.sampled_from(sorted(WRITER_RPCS | READER_RPCS)))
+def test_fuzzed_credentials_are_unauthenticated_on_the_real_app(auth_app, digits, token, scheme, rpc):
+    """When generated near-miss credentials reach the real app, every call is UNAUTHENTICATED and
+    changes nothing."""
+    from asp_service.serving.protos import learner_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(auth_app.target) as channel:
+        stub = pb_grpc.LearnerStub(channel)
+        before = state(stub)
+        metadata = (("application", "asp-auth"), ("authorization", scheme + token))
+        with pytest.raises(grpc.RpcError) as refused:
+            call(stub, rpc, metadata, digits)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert state(stub) == before
+
+
+@pytest.mark.serve
 def test_client_and_cli_send_the_token(auth_app, digits, monkeypatch, capsys):
     """When the client gets a token (argument, $ASP_TOKEN, --token), its calls pass; without one they fail."""
     from clients import LearnerClient
