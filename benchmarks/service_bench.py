@@ -134,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
             x_probe = scenario.tasks[0].test_x[:64].numpy()
             predict_latencies(reader, x_probe, 20)  # warm-up
             idle = predict_latencies(reader, x_probe, args.latency_samples)
+            # the floor: an RPC that does no learner work at all (Serve's proxy + one Ray call)
+            health = []
+            for _ in range(args.latency_samples):
+                started = time.perf_counter()
+                reader.health()
+                health.append(time.perf_counter() - started)
 
             print("service: streaming the scenario over gRPC", flush=True)
             result = run_scenario(client, scenario, batch_size=args.batch_size)
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "ingest_samples_per_s_service": service_rate, "ingest_samples_per_s_inprocess": local_rate,
         "ingest_ratio_service_over_inprocess": service_rate / local_rate,
         "predict_ms_idle": {"p50": percentile_ms(idle, 50), "p99": percentile_ms(idle, 99), "n": len(idle)},
+        "health_ms_idle": {"p50": percentile_ms(health, 50), "p99": percentile_ms(health, 99), "n": len(health)},
         "predict_ms_under_ingest": {"p50": percentile_ms(busy, 50), "p99": percentile_ms(busy, 99), "n": len(busy)},
         "long_stream": {"seconds": long_s, "samples": long_samples, "samples_per_s": long_samples / long_s,
                         "rss_mib_start": rss[0] / 2**20, "rss_mib_peak": max(rss) / 2**20,
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 | ingest (samples/s) | {service_rate:.0f} | {local_rate:.0f} |
 | ratio service / in process | {report['ingest_ratio_service_over_inprocess']:.2f} | |
 | predict p50 / p99, idle (ms) | {report['predict_ms_idle']['p50']:.1f} / {report['predict_ms_idle']['p99']:.1f} | |
+| Health p50 / p99, idle (ms): the proxy's floor | {report['health_ms_idle']['p50']:.1f} / {report['health_ms_idle']['p99']:.1f} | |
 | predict p50 / p99, under full ingest (ms) | {report['predict_ms_under_ingest']['p50']:.1f} / {report['predict_ms_under_ingest']['p99']:.1f} | |
 | replica RSS start / peak / end (MiB), {long_s:.0f}s stream of {long_samples} samples | {report['long_stream']['rss_mib_start']:.0f} / {report['long_stream']['rss_mib_peak']:.0f} / {report['long_stream']['rss_mib_end']:.0f} | |
 
