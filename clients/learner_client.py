@@ -1,16 +1,19 @@
 """Typed Python client for the ``asp.v1.Learner`` gRPC service.
 
 :meth:`LearnerClient.train` streams batches of samples, numbers each message (per
-``stream_id``) and keeps every message the service has not yet made *durable* (written into a
-checkpoint: each ack says up to which sequence number that is). When the connection drops
-(UNAVAILABLE and similar codes), it reconnects, asks the service where the stream stands (the
-last message it applied: after a crash of the replica, the last one in the checkpoint it
+``stream_id``) and keeps every message the service has not yet made *durable* (contained in
+both of its checkpoint files, so that even a damaged newest file loses none of them; it takes
+two checkpoint writes; each ack says up to which sequence number that is). When the connection
+drops (UNAVAILABLE and similar codes), it reconnects, asks the service where the stream stands
+(the last message it applied: after a crash of the replica, the last one in the checkpoint it
 restored) and resends everything after that; a message the service had already applied is
 acknowledged as a duplicate and skipped. So nothing is learned twice and nothing is lost, even
 when the replica's process is killed. The buffer is bounded (``max_unsaved`` messages): when
 half of it is not durable the client asks the service for a checkpoint, and when it is full
-it stops sending until one arrives. ``resume=True`` continues the numbering of a stream the
-service already knows, e.g. after the client process itself restarted.
+it stops sending until checkpoints release some (a request answered by one write may release
+nothing yet; the next one, asked while the buffer stays full, does). ``resume=True``
+continues the numbering of a stream the service already knows, e.g. after the client process
+itself restarted.
 
 Example (needs a running service)::
 
@@ -81,7 +84,7 @@ class LearnerClient:
         self.reconnects = 0
         self.checkpoint_requests = 0
         self.max_buffered = 0     # most messages held at once (never above max_unsaved)
-        self.lost = 0             # messages said durable that a restart did not restore (damaged checkpoint)
+        self.lost = 0             # messages said durable that a restart did not restore (both checkpoints lost)
         self._durability = True   # False once the service said it has no checkpoints
         self._max_in_flight = 4
         self._cond = threading.Condition()

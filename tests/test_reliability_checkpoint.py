@@ -1,5 +1,7 @@
 """Durability without Ray: restore reports for damaged files, checkpoints by sample count,
-coalesced checkpoint requests, durable positions in acks; and the client's bounded buffer.
+coalesced checkpoint requests, durable positions in acks (a message is durable once both
+checkpoint files hold it, so a damaged current.ckpt loses nothing durable); and the client's
+bounded buffer.
 
 (Fallbacks of :meth:`CheckpointStore.load` per kind of damage are in test_service_checkpoint.py;
 a real replica killed with damaged files on disk is in test_reliability_crash.py.)
@@ -83,38 +85,98 @@ def make_service(tmp_checkpoint_dir):
 
 
 def test_acks_carry_the_durable_position_and_checkpoints_follow_the_sample_count(make_service):
-    """When checkpoint_every_samples trained samples are not in a checkpoint, the tick writes one,
-    and the acks after it say which messages are durable; a restart restores exactly those."""
+    """When checkpoint_every_samples trained samples are not in a checkpoint, the tick writes one;
+    a message is durable once both checkpoint files hold it (after the next write), and the acks
+    say so; a restart restores at least the durable messages, and exactly those in current.ckpt."""
     service = make_service(checkpoint_every_samples=200)
     acks = [service.train(message("s", n)) for n in (1, 2)]  # 160 samples trained (20 held out)
     assert [a.durable_sequence_number for a in acks] == [0, 0] and not service.checkpoint_due()
     service.train(message("s", 3))
     assert service.checkpoint_due()
-    service.tick()
-    assert service.train(message("s", 4)).durable_sequence_number == 3
+    service.tick()  # current.ckpt: 1-3; no previous.ckpt yet, so nothing is durable
+    assert service.train(message("s", 4)).durable_sequence_number == 0
+    assert not service.checkpoint_due()  # 80 samples since, and an hour is not over
+    service.train(message("s", 5))
+    service.train(message("s", 6))
+    service.tick()  # current.ckpt: 1-6, previous.ckpt: 1-3
+    assert service.train(message("s", 7)).durable_sequence_number == 3
     status = service.status()
-    assert status.checkpoints.written == 1 and status.checkpoints.samples_since_checkpoint == 80
+    assert status.checkpoints.written == 2 and status.checkpoints.samples_since_checkpoint == 80
     (stream,) = status.streams
-    assert (stream.last_sequence_number, stream.durable_sequence_number, stream.messages) == (4, 3, 4)
-    assert stream.samples_trained + stream.samples_held_out == 400
+    assert (stream.last_sequence_number, stream.durable_sequence_number, stream.messages) == (7, 3, 7)
+    assert stream.samples_trained + stream.samples_held_out == 700
 
-    restarted = make_service(checkpoint_every_samples=200)  # as after a crash: message 4 is lost
+    restarted = make_service(checkpoint_every_samples=200)  # as after a crash: message 7 is lost
     (stream,) = restarted.status().streams
-    assert (stream.last_sequence_number, stream.samples_trained + stream.samples_held_out) == (3, 300)
+    assert (stream.last_sequence_number, stream.samples_trained + stream.samples_held_out) == (6, 600)
     assert restarted.status().checkpoints.restored_from == "current"
-    assert restarted.train(message("s", 4)).duplicate is False
+    # previous.ckpt's positions are unknown after a restart: durable 0 until the next write rotates
+    assert stream.durable_sequence_number == 0
+    assert restarted.train(message("s", 7)).duplicate is False
+    restarted.checkpoint()  # previous.ckpt <- the restored 1-6, current.ckpt <- 1-7
+    assert restarted.train(message("s", 8)).durable_sequence_number == 6
+
+
+def test_idle_service_writes_at_most_once_more_after_the_last_change(make_service):
+    """When nothing changes after a write, the tick writes once more after checkpoint_every_s (so
+    that both files hold everything, and it is durable), then never again."""
+    service = make_service(checkpoint_every_s=1e-6)
+    assert not service.checkpoint_due()  # a fresh, untouched service writes nothing
+    service.train(message("s", 1))
+    service.tick()
+    assert service.status().checkpoints.written == 1 and service.status().streams[0].durable_sequence_number == 0
+    service.tick()
+    (stream,) = service.status().streams
+    assert service.status().checkpoints.written == 2 and stream.durable_sequence_number == 1
+    for _ in range(3):
+        service.tick()
+    assert service.status().checkpoints.written == 2 and not service.checkpoint_due()
+    service.shutdown()  # nothing new: the graceful shutdown writes nothing either
+    assert service.status().checkpoints.written == 2
+
+
+def test_a_damaged_current_checkpoint_loses_nothing_durable(make_service, tmp_checkpoint_dir):
+    """When current.ckpt is damaged, the restart restores previous.ckpt, which holds every message
+    that was acknowledged as durable; the durable numbers after it never go below that."""
+    service = make_service()
+    for n in (1, 2, 3):
+        service.train(message("s", n))
+    service.checkpoint()
+    service.checkpoint()  # both files: 1-3
+    service.train(message("s", 4))
+    service.checkpoint()  # current: 1-4, previous: 1-3
+    durable = service.train(message("s", 5)).durable_sequence_number
+    assert durable == 3
+    flip_a_byte(tmp_checkpoint_dir / "current.ckpt")
+
+    restarted = make_service()
+    status = restarted.status()
+    (stream,) = status.streams
+    assert (status.checkpoints.restored_from, status.checkpoints.restore_reason) == ("previous", "current_corrupt")
+    assert stream.last_sequence_number >= durable and stream.last_sequence_number == 3
+    for n in (4, 5):
+        assert restarted.train(message("s", n)).duplicate is False
+    restarted.checkpoint()  # no current.ckpt to rotate: previous.ckpt (1-3) stays, current: 1-5
+    assert restarted.train(message("s", 6)).durable_sequence_number == 3
+    restarted.checkpoint()  # rotates: previous.ckpt 1-5, current.ckpt 1-6
+    assert restarted.train(message("s", 7)).durable_sequence_number == 5
 
 
 def test_a_checkpoint_request_with_nothing_new_reuses_the_last_checkpoint(make_service):
-    """When nothing was applied since the last checkpoint, Checkpoint answers with it (no write)."""
+    """When both checkpoint files hold everything applied, Checkpoint answers with the last one (no
+    write); when only current.ckpt holds it, one more write (which makes it durable)."""
     service = make_service()
     service.train(message("s", 1))
-    first = service.checkpoint()
-    again = service.checkpoint()
-    assert again.sha256 == first.sha256 and service.status().checkpoints.written == 1
+    first = service.checkpoint()  # current.ckpt: 1, no previous.ckpt
+    assert [(p.stream_id, p.last_sequence_number, p.durable_sequence_number) for p in first.streams] == [("s", 1, 0)]
+    second = service.checkpoint()  # only current.ckpt held it: one write
+    assert service.status().checkpoints.written == 2
+    assert [(p.stream_id, p.durable_sequence_number) for p in second.streams] == [("s", 1)]
+    again = service.checkpoint()  # both files hold it: no write
+    assert again.sha256 == second.sha256 and service.status().checkpoints.written == 2
     assert [(p.stream_id, p.durable_sequence_number) for p in again.streams] == [("s", 1)]
     service.reanchor()  # a re-anchor changes the state: the next request writes
-    assert service.checkpoint().sha256 != first.sha256
+    assert service.checkpoint().sha256 != second.sha256 and service.status().checkpoints.written == 3
 
 
 def test_checkpoints_from_before_the_per_stream_counters_still_load(make_service, tmp_checkpoint_dir):
@@ -127,7 +189,8 @@ def test_checkpoints_from_before_the_per_stream_counters_still_load(make_service
     state["streams"] = {"old": 1}
     store.save(state)
     (stream,) = make_service().status().streams
-    assert (stream.stream_id, stream.last_sequence_number, stream.durable_sequence_number) == ("old", 1, 1)
+    # restored from current.ckpt; previous.ckpt's positions are not known: durable 0 until a write
+    assert (stream.stream_id, stream.last_sequence_number, stream.durable_sequence_number) == ("old", 1, 0)
 
 
 @pytest.mark.serve
@@ -145,3 +208,15 @@ def test_the_client_buffer_stays_bounded_and_asks_for_checkpoints(service, batch
         assert client.buffered <= 4 and client.durable >= 20
         durable = [a.durable_sequence_number for a in acks]
         assert durable == sorted(durable) and durable[-1] >= 20
+
+
+def test_save_says_whether_it_moved_current_to_previous(tmp_checkpoint_dir):
+    """When current.ckpt is good, a save rotates it to previous.ckpt; when it is missing or damaged,
+    previous.ckpt is left as it is, and save() says so (the service tracks each file's content)."""
+    store = CheckpointStore(tmp_checkpoint_dir)
+    assert store.save({"step": 1}).rotated is False  # nothing to rotate
+    assert store.save({"step": 2}).rotated is True
+    flip_a_byte(store.current)
+    assert store.save({"step": 3}).rotated is False  # the damaged file never pushes out previous.ckpt
+    store.current.unlink()
+    assert store.load()[0]["step"] == 1

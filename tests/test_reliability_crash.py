@@ -4,7 +4,9 @@ Ray Serve starts a new replica, which restores the last good checkpoint; the cli
 asks where its stream stands and resends every message the restored state lacks. Each message
 ends up applied exactly once: the per-stream counters (samples trained + held out) equal what
 was sent. With ``current.ckpt`` damaged on disk, the new replica falls back to ``previous.ckpt``,
-says so in its status, its log and a metric, and the client counts the messages lost.
+says so in its status, its log and a metric, and nothing acknowledged as durable is lost: a
+message is durable only once both files hold it, so the client still has every message the
+restored file lacks and resends it.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def test_a_replica_killed_mid_stream_restarts_and_every_message_is_applied_exact
     seen: dict = {}
     # max_unsaved 64: the client never asks for a checkpoint itself here (the bound is tested in
     # test_reliability_checkpoint.py), so 1-20 are exactly what is durable when the kill comes
+    # (two requests: the first puts 1-20 into current.ckpt, the second into previous.ckpt too)
     client = LearnerClient(service.target, application=app, stream_id=f"crash-{uuid.uuid4().hex[:6]}",
                            max_unsaved=64)
 
@@ -92,6 +95,7 @@ def test_a_replica_killed_mid_stream_restarts_and_every_message_is_applied_exact
             number = index + 1  # the sequence number this batch gets
             if number == 21:  # 1-20 applied: make them durable
                 wait_for(lambda: client.last_acked >= 20, what="ack 20")
+                client.checkpoint()
                 client.checkpoint()
                 seen["durable"] = client.durable
             if number == 25:  # 21-24 applied, not durable: kill the replica
@@ -103,7 +107,8 @@ def test_a_replica_killed_mid_stream_restarts_and_every_message_is_applied_exact
     with client:
         acks = list(client.train(source(), retries=30, backoff_s=0.5))
         status = client.status()
-        client.checkpoint()
+        client.checkpoint()  # previous.ckpt: the restored 1-20, current.ckpt: 1-40
+        client.checkpoint()  # both: 1-40
         assert client.buffered == 0  # all durable now: nothing held for a resend
 
     assert seen["durable"] == 20
@@ -124,8 +129,9 @@ def test_a_replica_killed_mid_stream_restarts_and_every_message_is_applied_exact
 
 def test_a_damaged_current_checkpoint_falls_back_to_the_previous_one_after_a_kill(service, crash_app, batches):
     """When current.ckpt is corrupted on disk and the replica is killed, the new replica restores
-    previous.ckpt, sets the damaged file aside, reports it (status, metric), and the client
-    learns that the messages acknowledged as durable in the damaged file are lost."""
+    previous.ckpt, sets the damaged file aside, reports it (status, metric), and nothing is lost:
+    the messages only the damaged file held were never acknowledged as durable, so the client
+    still holds them and resends them; every sample is applied exactly once."""
     from clients import LearnerClient
 
     app, directory = crash_app
@@ -134,7 +140,7 @@ def test_a_damaged_current_checkpoint_falls_back_to_the_previous_one_after_a_kil
         client.checkpoint()  # previous.ckpt will hold 1-3
         list(client.train(batches(2, size=SAMPLES, offset=300)))
         client.checkpoint()  # current.ckpt holds 1-5
-        assert client.durable == 5
+        assert client.durable == 3 and client.buffered == 2  # 1-3 are in both files, 4-5 in one
         current = directory / "current.ckpt"
         raw = bytearray(current.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
@@ -148,9 +154,13 @@ def test_a_damaged_current_checkpoint_falls_back_to_the_previous_one_after_a_kil
         assert status.checkpoints.corrupt_files == 1 and (directory / "current.ckpt.corrupt").exists()
         stream = position(status, client.stream_id)
         assert (stream.last_sequence_number, stream.samples_trained + stream.samples_held_out) == (3, 3 * SAMPLES)
-        # the client no longer has 4-5 (acknowledged durable): it counts them lost and goes on
+        # 4-5 were never durable: the client still has them and resends them before 6
         acks = list(client.train(batches(1, size=SAMPLES, offset=600)))
-        assert client.lost == 2 and [a.sequence_number for a in acks] == [6]
+        assert client.lost == 0 and [a.sequence_number for a in acks] == [4, 5, 6]
+        assert not any(a.duplicate for a in acks)
+        stream = position(client.status(), client.stream_id)
+        assert (stream.last_sequence_number, stream.messages) == (6, 6)
+        assert stream.samples_trained + stream.samples_held_out == 6 * SAMPLES  # each sample once
 
     # the restore is in the metrics: ray_asp_checkpoint_restore_total{source="previous",reason="current_corrupt"}
     deadline = time.monotonic() + 60

@@ -47,6 +47,9 @@ class CheckpointInfo:
     path: str
     sha256: str
     size_bytes: int
+    # set by save(): the former current.ckpt became previous.ckpt (False when there was no
+    # current file, or when it was damaged and the previous one was kept instead)
+    rotated: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,15 @@ class CheckpointStore:
         self.previous = self.directory / "previous.ckpt"
 
     def save(self, payload: dict[str, Any]) -> CheckpointInfo:
+        """Write ``payload`` as current.ckpt; ``rotated`` in the result says whether the former
+        current.ckpt became previous.ckpt (otherwise previous.ckpt is untouched)."""
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         data = buffer.getvalue()
         digest = hashlib.sha256(data).digest()
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=self.directory)
+        rotated = False
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(MAGIC)
@@ -89,6 +95,7 @@ class CheckpointStore:
             if self.current.exists():
                 if _verify(self.current.read_bytes()) is not None:
                     os.replace(self.current, self.previous)
+                    rotated = True
                 else:  # never let a corrupt file push out the last good one
                     logger.warning("checkpoint %s is corrupt; keeping %s as the previous one", self.current, self.previous)
             os.replace(tmp, self.current)
@@ -96,7 +103,7 @@ class CheckpointStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(self.directory)
-        return CheckpointInfo(str(self.current), digest.hex(), len(MAGIC) + _DIGEST + len(data))
+        return CheckpointInfo(str(self.current), digest.hex(), len(MAGIC) + _DIGEST + len(data), rotated)
 
     def load(self) -> tuple[dict[str, Any], CheckpointInfo] | None:
         """The newest checkpoint that verifies, or None when there is none."""

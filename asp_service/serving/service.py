@@ -16,14 +16,21 @@ acknowledged as a duplicate and skipped, which lets a client resend what was not
 after a reconnect. They travel in checkpoints with the learner, the regimes and the counters.
 
 Durability: every ack also carries the stream's *durable* sequence number, the last one
-contained in a checkpoint written to disk. A replica killed without warning restarts from its
-last checkpoint, so it has applied exactly the messages up to that number; a client that keeps
-every message above it and resends them after reconnecting gets each one applied exactly once.
-Checkpoints are written every ``checkpoint_every_s`` seconds or ``checkpoint_every_samples``
-samples (whichever comes first, by the periodic tick) and on demand (``Checkpoint``, which
-clients call when too many of their messages are not durable yet); a request that arrives
-while a write is running is answered by the next write, and one that finds nothing new since
-the last checkpoint by that checkpoint.
+contained in BOTH checkpoint files on disk (``current.ckpt`` and ``previous.ckpt``): the
+smaller of the stream's positions in the two. A replica killed without warning restarts from
+its newest good checkpoint, and even when that is ``previous.ckpt`` (the current file damaged)
+it has applied at least the messages up to that number; a client that keeps every message
+above it and resends them after reconnecting gets each one applied exactly once, and loses
+nothing it was told is durable. A message becomes durable after two checkpoint writes (each
+write moves the current file to the previous one), so a client buffers up to two checkpoint
+intervals. The positions in each file are tracked here; after a restart only the restored
+file's are known, and the other file counts as empty until the next write replaces it (durable
+is a lower bound). Checkpoints are written every ``checkpoint_every_s`` seconds or
+``checkpoint_every_samples`` samples (whichever comes first, by the periodic tick), once more
+``checkpoint_every_s`` after the last change so that both files end up holding it, and on demand
+(``Checkpoint``, which clients call when too many of their messages are not durable yet); a
+request that arrives while a write is running is answered by the next write, and one that
+finds everything it has seen in both files by the last checkpoint, without writing.
 """
 
 from __future__ import annotations
@@ -110,10 +117,17 @@ class LearnerService:
                                      max_regimes=config.max_regimes, min_regime_samples=config.min_regime_samples)
         self.prequential = RollingAccuracy(config.prequential_window)
         self.streams: dict[str, StreamState] = {}
-        self._durable: dict[str, int] = {}  # each stream's position in the last checkpoint on disk
+        # Each stream's position in current.ckpt and in previous.ckpt ({}: absent, or unknown
+        # after a restart), and the durable one: the smaller of the two (0 when absent from either).
+        self._current_positions: dict[str, int] = {}
+        self._previous_positions: dict[str, int] = {}
+        self._durable: dict[str, int] = {}
         self.batches_seen = 0
         self._mutations = 0  # messages applied and re-anchors: what a checkpoint may be missing
+        # self._mutations as of the state in current.ckpt and in previous.ckpt (-1: unknown);
+        # a fresh service has nothing to lose, so both count as holding its (empty) state
         self._checkpointed_mutations = 0
+        self._previous_mutations = 0
         self._checkpointed_samples = 0
         self._checkpoints_written = 0
         self._last_write_s = 0.0
@@ -286,26 +300,33 @@ class LearnerService:
             return pb.ReanchorReply(anchors_taken=self.learner.anchors_taken, model_version=self.learner.version)
 
     def checkpoint(self) -> pb.CheckpointReply:
-        """Write a checkpoint containing everything applied before this call (or reuse one that does)."""
+        """Write a checkpoint containing everything applied before this call, or reuse the last
+        one when both files already hold all of it.
+
+        One write puts what the caller has seen into current.ckpt; it is durable (in both files)
+        once a second write has moved that file to previous.ckpt: a caller that needs its
+        messages durable asks twice (the second request writes only when needed)."""
         if self._store is None:
             raise InvalidRequest(grpc.StatusCode.FAILED_PRECONDITION,
                                  "checkpoints are off: start the service with a checkpoint directory")
         wanted = self._mutations  # what the caller has seen applied
         with self._save_lock:
-            if self._last_reply is not None and self._checkpointed_mutations >= wanted:
-                return self._last_reply  # written while this call waited, or nothing new since
+            if self._last_reply is not None and min(self._checkpointed_mutations, self._previous_mutations) >= wanted:
+                return self._last_reply  # both files hold it: written while this call waited, or nothing new
             started = time.perf_counter()
             with self._write_lock:
                 payload = self._payload()  # copies: training goes on while it is written
                 version, seen, mutations = self.learner.version, self.learner.samples_seen, self._mutations
             info = self._store.save(payload)  # I/O outside the write lock
-            durable = {stream: position["last"] for stream, position in payload["streams"].items()}
-            reply = pb.CheckpointReply(path=info.path, sha256=info.sha256, model_version=version, samples_seen=seen,
-                                       size_bytes=info.size_bytes)
-            for stream, last in sorted(durable.items()):
-                reply.streams.add(stream_id=stream, last_sequence_number=last, durable_sequence_number=last)
+            positions = {stream: position["last"] for stream, position in payload["streams"].items()}
             with self._write_lock:
-                self._durable = durable
+                if info.rotated:  # the former current.ckpt is previous.ckpt now
+                    self._previous_positions = self._current_positions
+                    self._previous_mutations = self._checkpointed_mutations
+                # else: previous.ckpt untouched (there was no current file, or a damaged one)
+                self._current_positions = positions
+                self._durable = _durable(self._current_positions, self._previous_positions)
+                reply = self._reply(info, version, seen)
                 self._last_checkpoint, self._last_reply = info, reply
                 self._checkpointed_mutations, self._checkpointed_samples = mutations, seen
                 self._last_checkpoint_time = time.monotonic()
@@ -316,13 +337,17 @@ class LearnerService:
         return reply
 
     def checkpoint_due(self) -> bool:
-        """Anything not in a checkpoint yet, and ``checkpoint_every_s`` or ``checkpoint_every_samples`` reached."""
-        if self._store is None or self._mutations == self._checkpointed_mutations:
+        """Anything not in current.ckpt yet, and ``checkpoint_every_s`` or ``checkpoint_every_samples``
+        reached; or everything in current.ckpt but not in previous.ckpt, and ``checkpoint_every_s``
+        reached (one more write makes it durable; none once both files hold everything)."""
+        if self._store is None:
             return False
-        since = self._last_checkpoint_time or self._started
-        every = self.config.checkpoint_every_samples
-        return (time.monotonic() - since >= self.config.checkpoint_every_s
-                or (every is not None and self.learner.samples_seen - self._checkpointed_samples >= every))
+        since = time.monotonic() - (self._last_checkpoint_time or self._started)
+        if self._mutations != self._checkpointed_mutations:
+            every = self.config.checkpoint_every_samples
+            return (since >= self.config.checkpoint_every_s
+                    or (every is not None and self.learner.samples_seen - self._checkpointed_samples >= every))
+        return self._previous_mutations < self._mutations and since >= self.config.checkpoint_every_s
 
     def tick(self) -> None:
         """Periodic work: publish stale weights, evaluate the probes, checkpoint when due, report gauges."""
@@ -337,7 +362,8 @@ class LearnerService:
         self.metrics.on_tick(self.status())
 
     def shutdown(self) -> None:
-        """Final checkpoint on graceful shutdown (when anything changed since the last one)."""
+        """Final checkpoint on graceful shutdown (when anything changed since the last one: one
+        write, so previous.ckpt keeps the state before it)."""
         if self._store is not None and self._mutations != self._checkpointed_mutations:
             self.checkpoint()
 
@@ -352,6 +378,16 @@ class LearnerService:
             "regimes": self.regimes.state_dict(), "batches_seen": self.batches_seen,
             "streams": {stream: asdict(position) for stream, position in self.streams.items()},
         }
+
+    def _reply(self, info: CheckpointInfo, version: int, seen: int,
+               positions: dict[str, int] | None = None) -> pb.CheckpointReply:
+        """The answer to Checkpoint: each stream's position in ``info``'s file and its durable one."""
+        reply = pb.CheckpointReply(path=info.path, sha256=info.sha256, model_version=version, samples_seen=seen,
+                                   size_bytes=info.size_bytes)
+        for stream, last in sorted((self._current_positions if positions is None else positions).items()):
+            reply.streams.add(stream_id=stream, last_sequence_number=last,
+                              durable_sequence_number=self._durable.get(stream, 0))
+        return reply
 
     def _restore(self) -> None:
         loaded, report = self._store.restore()
@@ -368,14 +404,26 @@ class LearnerService:
         self.learner.load_state_dict(state["learner"])
         self.regimes.load_state_dict(state["regimes"])
         self.streams = {str(k): StreamState.of(v) for k, v in state["streams"].items()}
-        self._durable = {stream: position.last for stream, position in self.streams.items()}
+        restored = {stream: position.last for stream, position in self.streams.items()}
+        # Only the restored file's positions are known. Restored from current.ckpt: previous.ckpt
+        # is unknown (not read) and counts as empty until the next write replaces it. Restored from
+        # previous.ckpt: current.ckpt was missing or set aside, the next write will not rotate.
+        if report.source == "previous":
+            self._previous_positions, self._previous_mutations = restored, 0
+            self._current_positions, self._checkpointed_mutations = {}, -1
+        else:
+            self._current_positions, self._checkpointed_mutations = restored, 0
+            self._previous_positions, self._previous_mutations = {}, -1
+        self._durable = _durable(self._current_positions, self._previous_positions)
         self.batches_seen = int(state["batches_seen"])
         self._last_checkpoint, self._checkpointed_samples = info, self.learner.samples_seen
         self._last_checkpoint_time = time.monotonic()
-        self._last_reply = pb.CheckpointReply(path=info.path, sha256=info.sha256, model_version=self.learner.version,
-                                              samples_seen=self.learner.samples_seen, size_bytes=info.size_bytes)
-        for stream, last in sorted(self._durable.items()):
-            self._last_reply.streams.add(stream_id=stream, last_sequence_number=last, durable_sequence_number=last)
+        self._last_reply = self._reply(info, self.learner.version, self.learner.samples_seen, restored)
         logger.warning("restored %s (%s: %s; version %d, %d samples seen, streams %s)", info.path, report.source,
                        report.reason, self.learner.version, self.learner.samples_seen,
                        {stream: position.last for stream, position in self.streams.items()})
+
+
+def _durable(current: dict[str, int], previous: dict[str, int]) -> dict[str, int]:
+    """Each stream's position contained in both checkpoint files (absent from either: not durable)."""
+    return {stream: min(last, previous[stream]) for stream, last in current.items() if stream in previous}
