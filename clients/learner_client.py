@@ -68,8 +68,11 @@ class LearnerClient:
     """A connection to the service; thread-safe for unary calls, one ``train`` stream at a time."""
 
     def __init__(self, target: str = "127.0.0.1:9000", *, application: str = "asp", stream_id: str | None = None,
-                 timeout_s: float = 60.0, max_unsaved: int = 64, token: str | None = None):
-        """``token``: bearer token sent as ``authorization`` metadata (default: ``$ASP_TOKEN``, if set)."""
+                 timeout_s: float = 60.0, max_unsaved: int = 64, token: str | None = None,
+                 read_retry_s: float = 30.0):
+        """``token``: bearer token sent as ``authorization`` metadata (default: ``$ASP_TOKEN``, if set).
+        ``read_retry_s``: how long Predict and GetStatus (read-only, so safe to repeat) keep retrying
+        a transient failure, such as the learner replica restarting after a crash (0: never)."""
         if max_unsaved < 1:
             raise ValueError(f"max_unsaved must be at least 1, not {max_unsaved}")
         self.target = target
@@ -77,6 +80,8 @@ class LearnerClient:
         self.metadata = (("application", application),) + ((("authorization", f"Bearer {token}"),) if token else ())
         self.stream_id = stream_id or f"client-{uuid.uuid4().hex[:12]}"
         self.timeout_s = timeout_s
+        self.read_retry_s = read_retry_s
+        self.read_retries = 0     # transient failures of reads that a retry answered
         self.max_unsaved = max_unsaved
         self.sequence_number = 0  # last one given to a message
         self.last_acked = 0       # last one the service said it applied
@@ -331,10 +336,26 @@ class LearnerClient:
             request.attention.target = pb.AttentionRequest.TARGET_LABELS
             request.attention.labels.extend(int(label) for label in labels)
         request.attention.png = png
-        return self._stub.Predict(request, metadata=self.metadata, timeout=self.timeout_s)
+        return self._read("Predict", self._stub.Predict, request)
 
     def status(self) -> pb.StatusReply:
-        return self._stub.GetStatus(pb.StatusRequest(), metadata=self.metadata, timeout=self.timeout_s)
+        return self._read("GetStatus", self._stub.GetStatus, pb.StatusRequest())
+
+    def _read(self, name: str, rpc, request):
+        """Call a read-only RPC; retry transient failures (UNAVAILABLE, INTERNAL, ...) for up to
+        ``read_retry_s``. Refusals (INVALID_ARGUMENT, UNAUTHENTICATED, ...) raise at once."""
+        deadline = time.monotonic() + self.read_retry_s
+        pause = 0.2
+        while True:
+            try:
+                return rpc(request, metadata=self.metadata, timeout=self.timeout_s)
+            except grpc.RpcError as error:
+                if error.code() not in RETRYABLE or time.monotonic() + pause > deadline:
+                    raise
+                logger.warning("%s failed (%s); retrying", name, error.code().name)
+                self.read_retries += 1
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
     def checkpoint(self) -> pb.CheckpointReply:
         """Ask for a checkpoint now; the messages of this stream it contains are released from the buffer."""

@@ -172,3 +172,36 @@ def test_a_damaged_current_checkpoint_falls_back_to_the_previous_one_after_a_kil
             break
         time.sleep(2)
     assert found, "ray_asp_checkpoint_restore_total{source=previous, reason=current_corrupt} not exported"
+
+
+def test_predictions_in_flight_when_the_replica_dies_are_retried_and_answered(service, crash_app, batches):
+    """When the replica is SIGKILLed while a client predicts in a loop (so a call is in flight),
+    the client retries reads (they change nothing) and every Predict gets an answer."""
+    import threading
+
+    from clients import LearnerClient
+
+    app, _ = crash_app
+    x, _ = next(batches(1, size=4))
+    answered, errors, stop = [], [], threading.Event()
+    with LearnerClient(service.target, application=app, read_retry_s=120) as client, \
+            LearnerClient(service.target, application=app) as killer:
+
+        def predict_loop() -> None:
+            while not stop.is_set():
+                try:
+                    answered.append(len(client.predict(x).predictions))
+                except Exception as error:  # noqa: BLE001 - any failure fails the test
+                    errors.append(error)
+
+        thread = threading.Thread(target=predict_loop, daemon=True)
+        thread.start()
+        wait_for(lambda: len(answered) >= 20, what="predictions before the kill")
+        pid = kill_replica(killer)
+        wait_for_new_replica(killer, pid)
+        before = len(answered)
+        wait_for(lambda: len(answered) >= before + 20, what="predictions after the restart")
+        stop.set()
+        thread.join(timeout=60)
+    assert not errors, errors[:3]
+    assert set(answered) == {4}
