@@ -56,5 +56,9 @@ if [[ $step == all || $step == fashion-sweep ]]; then
 fi
 if [[ $step == all || $step == step-cost ]]; then
   $B --measure step-cost --dataset mnist --strategies asp,ewc,online_ewc,si,mas $PERMUTED \
-     --repeats 500 --out $R/step-cost
+     --repeats 300 --out $R/step-cost
+fi
+if [[ $step == all || $step == service ]]; then
+  .venv/bin/python -m benchmarks.service_bench --data-dir $D --long-stream-s 130 --out $R/service-bench/service_bench.json
+  .venv/bin/python -m benchmarks.soak --duration-s 120 --kill-every-s 40 --out $R/soak/soak_kill.json
 fi
