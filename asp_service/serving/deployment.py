@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import threading
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 import torch
@@ -116,59 +116,48 @@ class LearnerDeployment:
             fetcher.cancel()
             await asyncio.to_thread(self.service.flush)
 
-    async def TrainBatch(self, request: pb.TrainRequest, grpc_context: RayServegRPCContext) -> pb.TrainAck:
+    async def _answer(self, rpc: str, context: RayServegRPCContext, empty, work: Callable[[], Awaitable]):
+        """A unary RPC: authorize, await ``work()``, and answer a refusal with its code and ``empty``."""
         try:
-            self._authorize("TrainBatch", grpc_context)
+            self._authorize(rpc, context)  # sets UNAUTHENTICATED and counts the refusal itself
         except InvalidRequest:
-            return pb.TrainAck()
+            return empty
         try:
-            ack = await asyncio.to_thread(self._train, request)
+            return await work()
         except InvalidRequest as error:
-            self._refused("TrainBatch", error, grpc_context)
-            return pb.TrainAck()
-        await asyncio.to_thread(self.service.flush)
-        return ack
+            self._refused(rpc, error, context)
+            return empty
+
+    async def TrainBatch(self, request: pb.TrainRequest, grpc_context: RayServegRPCContext) -> pb.TrainAck:
+        async def work() -> pb.TrainAck:
+            ack = await asyncio.to_thread(self._train, request)
+            await asyncio.to_thread(self.service.flush)
+            return ack
+
+        return await self._answer("TrainBatch", grpc_context, pb.TrainAck(), work)
 
     async def Predict(self, request: pb.PredictRequest, grpc_context: RayServegRPCContext) -> pb.PredictReply:
-        try:
-            self._authorize("Predict", grpc_context)
-        except InvalidRequest:
-            return pb.PredictReply()
-        try:
+        async def work() -> pb.PredictReply:
             if self._predictors is None:
                 return await asyncio.to_thread(self.service.predict, request)
             outcome = await self._predictors.predict.remote(request, self.service.snapshot.version)
             if isinstance(outcome, InvalidRequest):
                 raise outcome
             return outcome
-        except InvalidRequest as error:
-            self._refused("Predict", error, grpc_context)
-            return pb.PredictReply()
+
+        return await self._answer("Predict", grpc_context, pb.PredictReply(), work)
 
     async def GetStatus(self, request: pb.StatusRequest, grpc_context: RayServegRPCContext) -> pb.StatusReply:
-        try:
-            self._authorize("GetStatus", grpc_context)
-        except InvalidRequest:
-            return pb.StatusReply()
-        return await asyncio.to_thread(self.service.status)
+        return await self._answer("GetStatus", grpc_context, pb.StatusReply(),
+                                  lambda: asyncio.to_thread(self.service.status))
 
     async def Checkpoint(self, request: pb.CheckpointRequest, grpc_context: RayServegRPCContext) -> pb.CheckpointReply:
-        try:
-            self._authorize("Checkpoint", grpc_context)
-        except InvalidRequest:
-            return pb.CheckpointReply()
-        try:
-            return await asyncio.to_thread(self.service.checkpoint)
-        except InvalidRequest as error:
-            self._refused("Checkpoint", error, grpc_context)
-            return pb.CheckpointReply()
+        return await self._answer("Checkpoint", grpc_context, pb.CheckpointReply(),
+                                  lambda: asyncio.to_thread(self.service.checkpoint))
 
     async def Reanchor(self, request: pb.ReanchorRequest, grpc_context: RayServegRPCContext) -> pb.ReanchorReply:
-        try:
-            self._authorize("Reanchor", grpc_context)
-        except InvalidRequest:
-            return pb.ReanchorReply()
-        return await asyncio.to_thread(self.service.reanchor)
+        return await self._answer("Reanchor", grpc_context, pb.ReanchorReply(),
+                                  lambda: asyncio.to_thread(self.service.reanchor))
 
     async def Health(self, request: pb.HealthRequest) -> pb.HealthReply:
         status = pb.HealthReply.STATUS_SERVING if self._ticker.is_alive() else pb.HealthReply.STATUS_NOT_SERVING
