@@ -141,3 +141,80 @@ def test_per_sample_fast_path_equals_vmap(reduce):
     slow = persample._vmap_stat(net, names, x, y, scalar, reduce, 8)
     for n in names:
         torch.testing.assert_close(fast[n], slow[n], rtol=1e-4, atol=1e-6)
+
+
+def _maps(b, n, gen, one_hot=False):
+    if one_hot:
+        return torch.nn.functional.one_hot(torch.randint(0, n, (b,), generator=gen), n).float()
+    m = torch.rand(b, n, generator=gen).sub_(0.6).clamp_(min=0)  # sparse, like ReLU(D)
+    return m / m.sum(1, keepdim=True).clamp(min=1e-12)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_lazy_oja_equals_the_rule_step_by_step(one_hot):
+    """The factored, buffered form gives oja_update's gamma, across buffer flushes, a batch larger
+    than the buffer, and (one-hot post maps: decay 1 - eps * share of a label) scale folds."""
+    from asp_service.learning.importance import LazyOja
+
+    gen = torch.Generator().manual_seed(3)
+    w = torch.zeros(6, 9)
+    lazy, direct = LazyOja(w, rows=40), torch.zeros(6, 9)
+    folds = 0
+    for step, b in enumerate([16, 16, 7, 16, 50, 16, 3] * 12):
+        pre, post = _maps(b, 9, gen), _maps(b, 6, gen, one_hot)
+        eps = 0.9 if one_hot else 2.0
+        before = lazy.scale.clone()
+        lazy.update(pre, post, eps)
+        folds += int(bool((lazy.scale == 1).all()) and not bool((before == 1).all()))
+        oja_update(direct, pre, post, eps)
+        if step % 5 == 0:
+            torch.testing.assert_close(lazy.gamma(), direct, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(lazy.gamma(), direct, rtol=1e-5, atol=1e-7)
+    assert folds > 0 if one_hot else bool((lazy.scale < 1).all())
+
+
+def test_lazy_oja_conv_equals_the_conv_rule():
+    from asp_service.learning.importance import LazyOja
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    lazy, direct = LazyOja(conv.weight, conv=conv), torch.zeros_like(conv.weight)
+    for _ in range(5):
+        pre, post = torch.rand(4, 2, 5, 5) / 50, torch.rand(4, 3, 5, 5) / 75
+        lazy.update(pre, post, 1.0)
+        oja_update_conv(direct, pre, post, 1.0, conv)
+    torch.testing.assert_close(lazy.gamma(), direct.detach(), rtol=1e-5, atol=1e-8)
+
+
+def test_lazy_oja_state_round_trip_with_pending_rows_is_bit_identical():
+    from asp_service.learning.importance import LazyOja
+
+    gen = torch.Generator().manual_seed(4)
+    w = torch.zeros(5, 8)
+    a = LazyOja(w, rows=64)
+    for _ in range(3):
+        a.update(_maps(16, 8, gen), _maps(16, 5, gen), 1.0)
+    assert a.state_dict()["pending"] is not None  # 48 rows wait in the buffer
+    b = LazyOja(w, rows=64)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.gamma(), b.gamma())
+    for _ in range(5):
+        pre, post = _maps(16, 8, gen), _maps(16, 5, gen)
+        a.update(pre, post, 1.0)
+        b.update(pre, post, 1.0)
+    assert torch.equal(a.gamma(), b.gamma())
+
+
+def test_lazy_oja_in_bfloat16_stays_close_to_float32():
+    from asp_service.learning.importance import LazyOja
+
+    gen = torch.Generator().manual_seed(5)
+    w = torch.zeros(40, 60)
+    exact, low = LazyOja(w), LazyOja(w, compute_dtype=torch.bfloat16)
+    for _ in range(30):
+        pre, post = _maps(32, 60, gen), _maps(32, 40, gen)
+        exact.update(pre, post, 1.0)
+        low.update(pre, post, 1.0)
+    g, gl = exact.gamma(), low.gamma()
+    assert gl.dtype == torch.float32
+    assert float((gl - g).abs().sum() / g.abs().sum()) < 5e-3

@@ -79,13 +79,22 @@ def test_learner_pickles(strategy):
 
 @pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "vanilla"])
 def test_penalty_starts_after_the_first_anchor(strategy):
-    a = make(strategy)
+    a = make(strategy, report_penalty=True)
+    quiet = make(strategy)  # the same learner without the penalty's value
     outs = train(a, batches(4), None)
     assert all(o["penalty"] == 0.0 for o in outs) and a.anchors_taken == 0
+    assert all(o["penalty"] == 0.0 for o in train(quiet, batches(4), None))
     a.mark_task_boundary()
+    quiet.mark_task_boundary()
     outs = train(a, batches(3, seed=7), None)
     assert outs[-1]["penalty"] > 0.0
     assert a.importance_stats()  # non-empty once anchored
+    # Reporting the value changes nothing else: the same steps, the same weights.
+    quiet_outs = train(quiet, batches(3, seed=7), None)
+    assert [o["penalty"] for o in quiet_outs] == [None] * 3
+    assert [o["loss"] for o in quiet_outs] == [o["loss"] for o in outs]
+    wa, wq = weights(a), weights(quiet)
+    assert all(torch.equal(wa[k], wq[k]) for k in wa)
 
 
 def test_non_finite_input_is_skipped_and_changes_nothing():
@@ -148,7 +157,8 @@ def test_asp_trains_a_cnn_and_attends():
 
 
 def test_invalid_arguments_raise_value_error():
-    for kw in (dict(strategy="nope"), dict(lr=0), dict(anchoring="sometimes"), dict(anchoring="periodic"), dict(eps=-1)):
+    for kw in (dict(strategy="nope"), dict(lr=0), dict(anchoring="sometimes"), dict(anchoring="periodic"), dict(eps=-1),
+               dict(precision="float16")):
         with pytest.raises(ValueError):
             OnlineLearner(mlp(4, [3], 2), device="cpu", **{"strategy": "asp", **kw})
     a = make("asp")
@@ -158,7 +168,8 @@ def test_invalid_arguments_raise_value_error():
 
 
 # Golden numbers: the sum of the importance consolidated after 6 seeded steps and one anchor.
-# They pin each algorithm's arithmetic; a change that moves them must say why.
+# They pin each algorithm's arithmetic; a change that moves them must say why. ASP's is its exact
+# float32 arithmetic (precision="auto" may pick bfloat16 products, which depend on the hardware).
 GOLDEN = {
     "asp": 14.485935812403676,
     "ewc": 7.7653869626425935,
@@ -173,10 +184,24 @@ def test_golden_importance(strategy):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a = make(strategy)
+        a = make(strategy, **({"precision": "float32"} if strategy == "asp" else {}))
         train(a, batches(6), None)
         a.mark_task_boundary()
     finally:
         torch.set_num_threads(threads)
     total = sum(float(v.double().sum()) for v in a.consolidation.importance.values())
     assert total == pytest.approx(GOLDEN[strategy], rel=1e-4)
+
+
+def test_precision_auto_resolves_and_both_precisions_learn_alike():
+    from asp_service.learning.strategies.asp import resolve_precision
+
+    assert resolve_precision("float32", torch.device("cpu")) == "float32"
+    assert resolve_precision("auto", torch.device("cpu")) in ("float32", "bfloat16")
+    exact, low = make("asp", precision="float32"), make("asp", precision="bfloat16")
+    assert exact.hyperparameters["precision"] == "float32" and low.hyperparameters["precision"] == "bfloat16"
+    train(exact, batches(6), None)
+    train(low, batches(6), None)
+    ge, gl = exact._strategy.gamma, low._strategy.gamma
+    for k in ge:
+        assert float((gl[k] - ge[k]).abs().sum() / ge[k].abs().sum()) < 2e-2

@@ -105,11 +105,13 @@ class Consolidation:
         return self.lam * total
 
     @torch.no_grad()
-    def add_gradient(self) -> Tensor | None:
+    def add_gradient(self, with_value: bool = True) -> Tensor | None:
         """Add ``2 lam Gamma (theta - theta_bar)`` to each parameter's ``.grad``; return the penalty value.
 
-        Returns ``None`` (and does nothing) while no anchor exists. Works in place on a scratch
-        buffer per parameter: no allocation on the training hot path.
+        Returns ``None`` (and does nothing) while no anchor exists, and ``None`` after adding the
+        gradient when ``with_value`` is false (the value costs two more passes over the
+        parameters). Works in place on a scratch buffer per parameter: no allocation on the
+        training hot path.
         """
         if not self.active:
             return None
@@ -123,9 +125,10 @@ class Consolidation:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             p.grad.addcmul_(g, d, value=2.0 * self.lam)
-            term = torch.dot(d.mul_(d).view(-1), g.reshape(-1))
-            total = term if total is None else total + term
-        return self.lam * total
+            if with_value:
+                term = torch.dot(d.mul_(d).view(-1), g.reshape(-1))
+                total = term if total is None else total + term
+        return None if total is None else self.lam * total
 
     def state_dict(self) -> dict:
         return {

@@ -13,6 +13,17 @@ anchor, which the consolidation machine folds into one) and, with ``reset_on_anc
 starts again from 0, so each anchor carries the importance of its own segment. The prototype
 recorded in ALGORITHM.md found this form essential; ``reset_on_anchor=False`` keeps one running
 :math:`\gamma` instead (each anchor then re-adds everything learned so far).
+
+:math:`\gamma` lives in :class:`~asp_service.learning.importance.LazyOja` (a per-unit scale
+times an accumulator that takes the Hebbian terms of several steps in one product), which is the
+same rule with fewer passes over weight-sized tensors.
+
+``precision`` changes the arithmetic, not the rule (listed under the README's deviations):
+``"bfloat16"`` runs the c-EB products and the Hebbian product in bfloat16 with float32
+accumulation; maps, ratios, importance and everything the optimizer sees stay float32. On Permuted
+MNIST (3 seeds) it gives ACC 94.82 +- 0.41 against 94.88 +- 0.49 in float32, and the products
+take half the time on hardware with native bfloat16. ``"auto"`` (the default) picks bfloat16
+there and float32 elsewhere; ``"float32"`` is the exact rule.
 """
 
 from __future__ import annotations
@@ -20,11 +31,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..attention import SYNAPTIC, attention_from_inputs, sequential_layers
-from ..importance import oja_update, oja_update_conv
-from .base import StepContext, Strategy, check_positive, clone_tensors, load_tensors, zeros_like_params
+from ..importance import LazyOja
+from .base import StepContext, Strategy, check_positive
+
+
+#: ``precision`` -> dtype of the attention and Hebbian products (None: the model's own, exact).
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def _cpu_has_native_bfloat16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"``: bfloat16 where the device multiplies it natively (CUDA with bf16, x86 CPUs with
+    AVX512-BF16 or AMX), float32 elsewhere (emulated bfloat16 would be slower than float32)."""
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be 'auto' or one of {tuple(PRECISIONS)}, got {precision!r}")
+        return precision
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float32"
+    return "bfloat16" if device.type == "cpu" and _cpu_has_native_bfloat16() else "float32"
 
 
 class ASP(Strategy):
@@ -39,12 +75,15 @@ class ASP(Strategy):
         eps: float = 1.0,
         normalize: str = "sum",
         reset_on_anchor: bool = True,
+        precision: str = "auto",
     ):
         self.eps = check_positive("eps", eps, allow_zero=False)
         if normalize not in ("sum", "max"):
             raise ValueError("normalize must be 'sum' or 'max'")
         self.normalize = normalize
         self.reset_on_anchor = bool(reset_on_anchor)
+        device = next(iter(params.values())).device
+        self.precision = resolve_precision(precision, device)
         layers = sequential_layers(model)
         ids = {id(p): n for n, p in params.items()}
         self._synaptic = [m for m in layers if isinstance(m, SYNAPTIC)]
@@ -53,34 +92,50 @@ class ASP(Strategy):
 
     @property
     def hyperparameters(self) -> dict:
-        return {"eps": self.eps, "normalize": self.normalize, "reset_on_anchor": self.reset_on_anchor}
+        return {"eps": self.eps, "normalize": self.normalize, "reset_on_anchor": self.reset_on_anchor,
+                "precision": self.precision}
 
     def _reset(self) -> None:
-        self.gamma = zeros_like_params(self._params, self._names)
+        dtype = PRECISIONS[self.precision]
+        self._oja = {
+            name: LazyOja(self._params[name], conv=layer if isinstance(layer, nn.Conv2d) else None, compute_dtype=dtype)
+            for layer, name in zip(self._synaptic, self._names)
+        }
         self._workspace: dict = {}
+
+    @property
+    def gamma(self) -> dict[str, Tensor]:
+        """The importance of the current segment (a fresh tensor per parameter)."""
+        return {name: oja.gamma() for name, oja in self._oja.items()}
 
     @torch.no_grad()
     def after_backward(self, ctx: StepContext) -> None:
+        dtype = PRECISIONS[self.precision]
         maps, pre_maps = attention_from_inputs(
             ctx.layers, ctx.inputs, ctx.y, normalize=self.normalize, with_layer_inputs=True,
-            workspace=self._workspace,
+            workspace=self._workspace, compute_dtype=dtype, check_target=False,  # the loss checked them
         )
         for layer, name, pre, post in zip(self._synaptic, self._names, pre_maps, maps[1:]):
-            if isinstance(layer, nn.Conv2d):
-                oja_update_conv(self.gamma[name], pre, post, self.eps, layer)
-            else:
-                oja_update(self.gamma[name], pre.flatten(1), post.flatten(1), self.eps)
+            if not isinstance(layer, nn.Conv2d):
+                pre, post = pre.flatten(1), post.flatten(1)
+            self._oja[name].update(pre, post, self.eps)
 
     def consolidate(self, data=None):
-        out = clone_tensors(self.gamma)
+        out = self.gamma
         if self.reset_on_anchor:
-            for g in self.gamma.values():
-                g.zero_()
+            for oja in self._oja.values():
+                oja.reset()
         return out
 
     def state_dict(self) -> dict:
-        return {"gamma": clone_tensors(self.gamma)}
+        # The factored state itself, so that a restored learner continues bit-identically.
+        return {"oja": {name: oja.state_dict() for name, oja in self._oja.items()}}
 
     def load_state_dict(self, state: Mapping) -> None:
         self._reset()
-        load_tensors(self.gamma, state["gamma"])
+        if "gamma" in state:  # written before the importance was kept factored
+            for name, g in state["gamma"].items():
+                self._oja[name].acc.copy_(g)
+            return
+        for name, oja_state in state["oja"].items():
+            self._oja[name].load_state_dict(oja_state)
