@@ -103,19 +103,18 @@ def _eb_synaptic(layer: nn.Module, a: Tensor, signal: Tensor, w: Tensor) -> Tens
     lowp = w.dtype != signal.dtype
     a_w = a.to(w.dtype) if lowp else a
     if isinstance(layer, nn.Linear):
-        z = a_w @ w.t()
-        z = z.float().clamp_(min=_TINY) if lowp else z.clamp_(min=_TINY)
-        ratio = torch.div(signal, z, out=z)
-        back = (ratio.to(w.dtype) if lowp else ratio) @ w
+        z = (a_w @ w.t()).clamp_(min=_TINY)
     else:
         conv: nn.Conv2d = layer  # type: ignore[assignment]
-        z = F.conv2d(a_w, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-        z = z.float().clamp_(min=_TINY) if lowp else z.clamp_(min=_TINY)
-        ratio = torch.div(signal, z, out=z)
-        back = torch.nn.grad.conv2d_input(
-            a.shape, w, ratio.to(w.dtype) if lowp else ratio, conv.stride, conv.padding, conv.dilation, conv.groups
-        )
-    return back.to(signal.dtype).mul_(a) if lowp else back.mul_(a)
+        z = F.conv2d(a_w, w, None, conv.stride, conv.padding, conv.dilation, conv.groups).clamp_(min=_TINY)
+    # P / Z in float32, stored in w's dtype for the second product (in place when that is float32).
+    ratio = torch.div(signal, z, out=z)
+    if isinstance(layer, nn.Linear):
+        back = ratio @ w
+    else:
+        back = torch.nn.grad.conv2d_input(a.shape, w, ratio, conv.stride, conv.padding, conv.dilation, conv.groups)
+    # back * a, promoted to the signal's dtype in the same operation.
+    return torch.mul(back, a) if lowp else back.mul_(a)
 
 
 def _eb_top(layer: nn.Linear, a: Tensor, p: Tensor, contrastive: bool) -> Tensor:
