@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--measure", choices=("accuracy", "step-cost"), default="accuracy")
     g.add_argument("--repeats", type=int, default=200, help="step-cost: timed rounds")
     g.add_argument("--warmup", type=int, default=20, help="step-cost: untimed steps")
+    g.add_argument("--block", type=int, default=16,
+                   help="step-cost: consecutive steps per strategy and round (a round's time is their mean)")
     return p
 
 
@@ -483,12 +485,12 @@ def run_step_cost(args: argparse.Namespace) -> dict:
     bar = _progress(args.repeats, "step-cost", args.no_progress)
     try:
         res = measure_step_cost(factory, list(by_strategy), batches, classes=task.classes,
-                                repeats=args.repeats, warmup=args.warmup,
+                                repeats=args.repeats, warmup=args.warmup, block=args.block,
                                 progress=bar.update)
     finally:
         bar.close()
     print(f"\nstep cost per observe(): batch {res['batch_size']}, threads {res['threads']}, "
-          f"{res['repeats']} interleaved rounds")
+          f"{res['repeats']} interleaved rounds of {res['block']} steps")
     print(f"{'strategy':<24} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} {'x vanilla':>10} "
           f"{'cpu ms':>8} {'cpu x van.':>10} {'boundary ms':>12}")
     for s, v in res["strategies"].items():

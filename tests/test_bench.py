@@ -102,9 +102,9 @@ def test_end_to_end_split_task_free_periodic(tmp_path):
 def test_step_cost_interleaved(tmp_path, capsys):
     out = tmp_path / "cost"
     assert main([*TINY, "--measure", "step-cost", "--strategies", "asp", "--repeats", "6",
-                 "--warmup", "2", "--out", str(out)]) == 0
+                 "--warmup", "2", "--block", "3", "--out", str(out)]) == 0
     report = json.loads((out / "step_cost.json").read_text())["step_cost"]
     assert set(report["strategies"]) == {"vanilla", "asp"}
     assert report["strategies"]["vanilla"]["ratio_to_vanilla"] == pytest.approx(1.0)
-    assert report["strategies"]["asp"]["n"] == 6 and report["threads"] == 1
+    assert report["strategies"]["asp"]["n"] == 6 and report["threads"] == 1 and report["block"] == 3
     assert "x vanilla" in capsys.readouterr().out
