@@ -54,9 +54,16 @@ if [[ $step == all || $step == fashion-sweep ]]; then
   $B --scenario permuted --dataset fashion --seeds 0 --strategies asp --sweep asp.lam=0.3,3,10,30 \
      --out $R/sweep-permuted-fashion
 fi
+if [[ $step == all || $step == precision ]]; then
+  # ASP's precision option: the exact float32 products against bfloat16 ("auto" on this CPU)
+  $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --set asp.lam=1 \
+     --sweep asp.precision=float32,bfloat16 --out $R/asp-precision-permuted
+  $B --scenario split-task --dataset mnist --seeds 0,1,2 --strategies asp --set asp.lam=3000 \
+     --sweep asp.precision=float32,bfloat16 --out $R/asp-precision-split-task
+fi
 if [[ $step == all || $step == step-cost ]]; then
   $B --measure step-cost --dataset mnist --strategies asp,ewc,online_ewc,si,mas $PERMUTED \
-     --repeats 300 --out $R/step-cost
+     --sweep asp.precision=float32,auto --repeats 100 --out $R/step-cost
 fi
 if [[ $step == all || $step == service ]]; then
   .venv/bin/python -m benchmarks.service_bench --data-dir $D --long-stream-s 130 --out $R/service-bench/service_bench.json
