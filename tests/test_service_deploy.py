@@ -33,6 +33,17 @@ def test_serve_config_is_valid_and_points_at_this_code(name):
     ServiceConfig(**app["args"])
 
 
+@pytest.mark.parametrize("name", list(serve_configs()))
+def test_serve_config_carries_the_latency_settings_of_the_code(name):
+    from asp_service.serving.server import SERVE_ENV_VARS, SERVE_LOGGING
+
+    config = serve_configs()[name]
+    assert config["controller_options"]["runtime_env"]["env_vars"] == SERVE_ENV_VARS
+    (app,) = config["applications"]
+    for logging_config in (config["logging_config"], app["logging_config"]):
+        assert {k: logging_config[k] for k in SERVE_LOGGING} == SERVE_LOGGING
+
+
 def test_kuberay_exposes_the_grpc_port():
     service = next(d for d in yaml.safe_load_all((DEPLOY / "kuberay" / "rayservice.yaml").read_text())
                    if d["kind"] == "RayService")

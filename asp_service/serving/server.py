@@ -19,6 +19,26 @@ logger = logging.getLogger(__name__)
 #: The proxy refuses messages over this size with RESOURCE_EXHAUSTED before they reach a replica.
 PROXY_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+#: Ray Serve settings that shorten every RPC's path (proxy -> replica); measured in
+#: docs/SERVICE.md, "Latency settings". They go into the Serve controller's runtime_env, which the
+#: proxy and the replicas inherit, and not into this process: a driver with
+#: RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 cannot use a deployment handle outside an event loop.
+#: A variable already set in the environment wins. deploy/serve_config.yaml and the KubeRay
+#: manifest carry the same values.
+SERVE_ENV_VARS = {
+    "RAY_SERVE_PROXY_USE_GRPC": "1",  # proxy -> replica over gRPC, not a Ray actor call
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(PROXY_MAX_MESSAGE_BYTES),  # default 4 MiB
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",  # replica: user code on its main event loop
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",  # proxy: router on its main event loop
+    "RAY_SERVE_LOG_TO_STDERR": "0",  # Serve logs go to their files only
+}
+#: No access-log line per request (proxy and replica); other logs as before.
+SERVE_LOGGING = {"enable_access_log": False}
+
+
+def serve_env_vars() -> dict[str, str]:
+    return {name: os.environ.get(name, value) for name, value in SERVE_ENV_VARS.items()}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -78,6 +98,8 @@ def start_serve(*, grpc_port: int = 9000, http_port: int | None = None) -> None:
     serve.start(
         http_options=HTTPOptions(host="127.0.0.1", port=http_port or free_port()),
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
+        controller_options={"runtime_env": {"env_vars": serve_env_vars()}},
+        logging_config=SERVE_LOGGING,
     )
 
 
@@ -87,7 +109,7 @@ def deploy(config: ServiceConfig, *, app_name: str = "asp") -> None:
 
     from asp_service.serving.deployment import build_app
 
-    serve.run(build_app(config.model_dump()), name=app_name, route_prefix=f"/{app_name}")
+    serve.run(build_app(config.model_dump()), name=app_name, route_prefix=f"/{app_name}", logging_config=SERVE_LOGGING)
 
 
 def start_service(config: ServiceConfig, *, grpc_port: int = 9000, metrics_port: int | None = None,
