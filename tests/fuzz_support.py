@@ -132,11 +132,16 @@ def predict_requests(draw, *, max_n: int = 8) -> pb.PredictRequest:
 
 
 # ---------------------------------------------------------------------- state comparison
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bytes (any dtype, bfloat16 included)."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+
+
 def bitwise_equal(a: Any, b: Any) -> bool:
     """Deep equality where tensors and arrays must match bit for bit (NaN == NaN, -0.0 != 0.0)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
-                and a.shape == b.shape and a.cpu().contiguous().numpy().tobytes() == b.cpu().contiguous().numpy().tobytes())
+                and a.shape == b.shape and torch.equal(_bytes(a), _bytes(b)))
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
                 and a.shape == b.shape and a.tobytes() == b.tobytes())
