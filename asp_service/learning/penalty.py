@@ -68,6 +68,7 @@ class Consolidation:
         self.anchor: dict[str, Tensor] = {}
         self.anchors_taken = 0
         self._scratch: dict[str, Tensor] = {}
+        self._stats: dict[str, dict[str, float]] | None = None
 
     @property
     def active(self) -> bool:
@@ -77,6 +78,7 @@ class Consolidation:
     def consolidate(self, gamma: Mapping[str, Tensor] | None) -> None:
         """Take an anchor at the current parameters with the importance ``gamma`` (name -> tensor)."""
         self.anchors_taken += 1
+        self._stats = None
         if not gamma:
             return
         for name, g in gamma.items():
@@ -146,12 +148,10 @@ class Consolidation:
         self.anchors_taken = int(state["anchors_taken"])
 
     def stats(self) -> dict[str, dict[str, float]]:
-        """Per-parameter statistics of the consolidated importance Gamma."""
-        out = {}
-        for name, g in self.importance.items():
-            out[name] = {
-                "mean": float(g.mean()),
-                "max": float(g.max()),
-                "nonzero_frac": float((g > 0).float().mean()),
+        """Per-parameter statistics of the consolidated importance Gamma (kept until the next anchor)."""
+        if self._stats is None:
+            self._stats = {
+                name: {"mean": float(g.mean()), "max": float(g.max()), "nonzero_frac": float((g > 0).float().mean())}
+                for name, g in self.importance.items()
             }
-        return out
+        return {name: dict(s) for name, s in self._stats.items()}

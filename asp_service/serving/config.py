@@ -36,8 +36,9 @@ class ServiceConfig(BaseModel):
     holdout_every: int = Field(10, ge=2)
     max_regimes: int = Field(8, ge=1)
     min_regime_samples: int = Field(500, ge=0)
-    evaluate_every_s: float = Field(2.0, gt=0, description="probe evaluation period while idle")
-    evaluate_every_samples: int = Field(1000, ge=1, description="probe evaluation period while training")
+    evaluate_every_s: float = Field(2.0, gt=0, description="probe evaluation period (skipped while the weights are unchanged)")
+    evaluate_every_samples: int = Field(
+        20000, ge=1, description="also evaluate after this many trained samples (at full ingest the period is then ~2 s)")
     prequential_window: int = Field(1000, ge=1)
 
     # Serving

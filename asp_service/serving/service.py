@@ -142,6 +142,7 @@ class LearnerService:
         self._started = time.monotonic()
         self._last_evaluation = 0.0
         self._evaluated_at = 0
+        self._evaluated_version = -1  # the model version the probes were last measured at
         self._last_publish = 0.0
         if self._store is not None:
             self._restore()
@@ -222,6 +223,7 @@ class LearnerService:
         """Measure every regime's probe with the learner's current weights."""
         self.regimes.evaluate(self.learner.predict)
         self._evaluated_at = self.learner.samples_seen
+        self._evaluated_version = self.learner.version
         self._last_evaluation = time.monotonic()
 
     def _publish(self) -> None:  # holds _write_lock
@@ -355,7 +357,9 @@ class LearnerService:
         with self._write_lock:
             if self._snapshot.version != self.learner.version:
                 self._publish()
-            if now - self._last_evaluation >= self.config.evaluate_every_s:
+            # Unchanged weights give the same accuracies: an idle service measures nothing again.
+            if (now - self._last_evaluation >= self.config.evaluate_every_s
+                    and self.learner.version != self._evaluated_version):
                 self._evaluate()
         if self.checkpoint_due():
             self.checkpoint()
