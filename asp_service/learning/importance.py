@@ -15,9 +15,10 @@ For a batch of :math:`B` samples both terms are averaged over the batch:
 
 which is one fused matrix product per layer (``addmm``). Biases get no importance.
 
-During training the strategy keeps :math:`\gamma` factored as a per-row scale times an
-accumulator (:func:`oja_update_lazy`): the decay multiplies a whole row by one number, so it moves
-into the scale and each step makes one pass over the weight-sized tensor instead of two.
+During training ASP keeps :math:`\gamma` in :class:`LazyOja`: a per-row scale times an
+accumulator (the decay multiplies a whole row by one number, so it moves into the scale), with
+the Hebbian terms of several steps added by one product. Same rule, fewer passes over
+weight-sized tensors.
 
 Conv2d layers (an extension of ours: the paper has only fully connected layers): a kernel entry is
 one synapse shared by every position, so the Hebbian term sums pre x post over the positions it
@@ -39,13 +40,10 @@ import torch
 from torch import Tensor, nn
 
 
-def oja_update(gamma: Tensor, pre: Tensor, post: Tensor, eps: float,
-               compute_dtype: torch.dtype | None = None) -> Tensor:
+def oja_update(gamma: Tensor, pre: Tensor, post: Tensor, eps: float) -> Tensor:
     """Batched Oja update of ``gamma`` (out x in) from maps ``pre`` (B x in) and ``post`` (B x out).
 
-    Updates ``gamma`` in place and returns it. ``compute_dtype`` (e.g. ``torch.bfloat16``) runs
-    the Hebbian product in that dtype (float32 accumulation inside the product, the result
-    rounded to that dtype before it is added to ``gamma``, which keeps its own dtype).
+    Updates ``gamma`` in place and returns it.
     """
     if pre.dim() != 2 or post.dim() != 2 or pre.shape[0] != post.shape[0]:
         raise ValueError("pre and post must be (batch, units) with the same batch size")
@@ -54,10 +52,7 @@ def oja_update(gamma: Tensor, pre: Tensor, post: Tensor, eps: float,
     b = pre.shape[0]
     decay = post.pow(2).mean(0).mul_(-eps).add_(1.0)
     gamma.mul_(decay.unsqueeze(1))
-    if compute_dtype is None or compute_dtype == gamma.dtype:
-        return gamma.addmm_(post.t(), pre, alpha=eps / b)
-    hebb = post.t().to(compute_dtype) @ pre.to(compute_dtype)
-    return gamma.add_(hebb, alpha=eps / b)
+    return gamma.addmm_(post.t(), pre, alpha=eps / b)
 
 
 def oja_update_conv(gamma: Tensor, pre: Tensor, post: Tensor, eps: float, conv: nn.Conv2d) -> Tensor:
@@ -88,7 +83,8 @@ class LazyOja:
     below ``floor`` (or a decay is not positive), the pending terms are added, the scale is folded
     into :math:`A` and the step is applied as it is. Conv2d layers (``conv``) add their term at
     every step (their maps are too large to buffer). ``compute_dtype`` (e.g. ``torch.bfloat16``)
-    stores the buffered maps and runs the product in that dtype; :math:`A` keeps float32.
+    stores the buffered maps and runs the product in that dtype (float32 accumulation inside the
+    product); :math:`A` and the scale keep the weight's dtype.
     """
 
     def __init__(self, weight: Tensor, *, conv: nn.Conv2d | None = None,
@@ -176,8 +172,9 @@ class LazyOja:
             if pre.shape[0] > self.rows:
                 self._add(pre, post)
                 return
-            self._pre = pre.new_empty((self.rows, *pre.shape[1:]), dtype=self.compute_dtype).to(self.acc.device)
-            self._post = post.new_empty((self.rows, *post.shape[1:]), dtype=self.compute_dtype).to(self.acc.device)
+            like = dict(dtype=self.compute_dtype, device=self.acc.device)
+            self._pre = torch.empty((self.rows, *pre.shape[1:]), **like)
+            self._post = torch.empty((self.rows, *post.shape[1:]), **like)
             self._pre[: pre.shape[0]].copy_(pre)
             self._post[: pre.shape[0]].copy_(post)
             self._fill = pre.shape[0]

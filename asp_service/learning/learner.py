@@ -118,7 +118,7 @@ class OnlineLearner:
         Discount of older anchors' importance at each new anchor (online EWC's gamma).
     report_penalty:
         Compute the penalty's value at every step for ``observe``'s ``penalty`` (two more passes
-        over the parameters, about 4 % of ASP's step on the benchmark MLP); off by default, when
+        over the parameters, about 3 % of ASP's step on the benchmark MLP); off by default, when
         ``penalty`` is ``None`` once an anchor exists. The penalty's gradient is applied either way.
     guard:
         Skip (and report) steps whose loss or gradient is not finite, so extreme inputs can never
@@ -228,8 +228,8 @@ class OnlineLearner:
         """One test-then-train step on a batch; returns what happened.
 
         Keys: ``loss`` and ``correct`` (prequential: before the update), ``n``, ``penalty``
-        (0 while no anchor exists; ``None`` unless ``report_penalty``), ``anchored``, ``drift``, ``skipped`` (non-finite loss or
-        gradient: nothing changed), ``samples_seen``, ``version``.
+        (0 while no anchor exists; ``None`` unless ``report_penalty``), ``anchored``, ``drift``,
+        ``skipped`` (non-finite loss or gradient: nothing changed), ``samples_seen``, ``version``.
         """
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True).long()
