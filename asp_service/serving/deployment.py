@@ -118,7 +118,7 @@ class LearnerDeployment:
                 yield ack
         finally:
             fetcher.cancel()
-            await asyncio.to_thread(self.service.flush)
+            await asyncio.to_thread(self.service.flush, True)
 
     async def _answer(self, rpc: str, context: RayServegRPCContext, empty, work: Callable[[], Awaitable]):
         """A unary RPC: authorize, await ``work()``, and answer a refusal with its code and ``empty``."""

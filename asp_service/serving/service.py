@@ -213,11 +213,14 @@ class LearnerService:
                               latency_s=time.perf_counter() - started, version=ack.model_version)
         return ack
 
-    def flush(self) -> None:
-        """Publish the latest weights for predictions (called when a stream ends)."""
+    def flush(self, evaluate: bool = False) -> None:
+        """Publish the latest weights for predictions; with ``evaluate`` (a Train stream ended) also
+        measure the probes if the weights changed since they were last measured."""
         with self._write_lock:
             if self._snapshot.version != self.learner.version:
                 self._publish()
+            if evaluate and self.learner.version != self._evaluated_version:
+                self._evaluate()
 
     def _evaluate(self) -> None:  # holds _write_lock
         """Measure every regime's probe with the learner's current weights."""
