@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", default="asp")
     parser.add_argument("--batch-size", type=int, default=500, help="samples per gRPC message")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, service replica and in process")
-    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--latency-samples", type=int, default=2000,
+                        help="RPCs per latency measurement (p99 of 300 would be the 3rd-worst value)")
     parser.add_argument("--long-stream-s", type=float, default=60.0, help="duration of the RSS stream")
     parser.add_argument("--out", default="results/service_bench.json")
     args = parser.parse_args(argv)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             x_probe = scenario.tasks[0].test_x[:64].numpy()
             predict_latencies(reader, x_probe, 20)  # warm-up
             idle = predict_latencies(reader, x_probe, args.latency_samples)
-            # the floor: an RPC that does no learner work at all (Serve's proxy + one Ray call)
+            # the floor: an RPC that does no learner work at all (Serve's proxy + one hop to the replica)
             health = []
             for _ in range(args.latency_samples):
                 started = time.perf_counter()
