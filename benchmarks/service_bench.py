@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,13 +65,38 @@ def inprocess_run(config, scenario, batch_size: int, seed: int = 0) -> tuple[np.
     return R, seconds, samples
 
 
-def predict_latencies(client, x: np.ndarray, count: int) -> list[float]:
+def rpc_latencies(client, x: np.ndarray, count: int, rpc: str = "predict") -> list[float]:
+    """Seconds per sequential call: one-sample Predicts, or empty Health RPCs."""
     latencies = []
     for k in range(count):
         started = time.perf_counter()
-        client.predict(x[k % len(x):k % len(x) + 1])
+        if rpc == "health":
+            client.health()
+        else:
+            client.predict(x[k % len(x):k % len(x) + 1])
         latencies.append(time.perf_counter() - started)
     return latencies
+
+
+def client_process_latencies(target: str, x: np.ndarray, count: int, rpc: str) -> list[float]:
+    """:func:`rpc_latencies` from a client process of its own, as a real client would be: this
+    process also streams, and holds the in-process run's learner and data, and its threads and
+    garbage collector would otherwise be part of the figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.npy"
+        np.save(path, x)
+        done = subprocess.run([sys.executable, "-m", "benchmarks.service_bench", "--latency-client", target,
+                               str(path), rpc, str(count)], capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _latency_client(target: str, x_path: str, rpc: str, count: str) -> None:
+    from clients import LearnerClient
+
+    x = np.load(x_path)
+    with LearnerClient(target) as client:
+        rpc_latencies(client, x, 20, rpc)  # warm-up
+        print(json.dumps(rpc_latencies(client, x, int(count), rpc)))
 
 
 def endless_batches(scenario, batch_size: int, stop: threading.Event):
@@ -90,6 +118,11 @@ def read_rss(pid: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--latency-client":  # the timing client, started by client_process_latencies
+        _latency_client(*argv[1:5])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="folder with MNIST/raw; implies --dataset mnist")
     parser.add_argument("--dataset", default=None, help="mnist (default with --data-dir) or embedded")
@@ -130,17 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         handle = serve.get_deployment_handle("Learner", app_name=service.app_name)
         stats = handle.process_stats.remote().result()
         pid = stats["pid"]
-        with LearnerClient(service.target, stream_id="bench") as client, LearnerClient(service.target) as reader:
+        with LearnerClient(service.target, stream_id="bench") as client:
             client.wait_ready()
             x_probe = scenario.tasks[0].test_x[:64].numpy()
-            predict_latencies(reader, x_probe, 20)  # warm-up
-            idle = predict_latencies(reader, x_probe, args.latency_samples)
+            idle = client_process_latencies(service.target, x_probe, args.latency_samples, "predict")
             # the floor: an RPC that does no learner work at all (Serve's proxy + one hop to the replica)
-            health = []
-            for _ in range(args.latency_samples):
-                started = time.perf_counter()
-                reader.health()
-                health.append(time.perf_counter() - started)
+            health = client_process_latencies(service.target, x_probe, args.latency_samples, "health")
 
             print("service: streaming the scenario over gRPC", flush=True)
             result = run_scenario(client, scenario, batch_size=args.batch_size)
@@ -154,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             streamer.start()
             time.sleep(2)
-            busy = predict_latencies(reader, x_probe, args.latency_samples)
+            busy = client_process_latencies(service.target, x_probe, args.latency_samples, "predict")
             while time.perf_counter() - started < args.long_stream_s:
                 rss.append(read_rss(pid))
                 time.sleep(1)
