@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -197,3 +198,15 @@ class Tally:
         print(f"\nfuzz {self.name}: {summary['tried']} tried, {summary['rejected']} rejected "
               f"{summary['by_code']} -> {path}")
         return path
+
+
+def tally_fixture(name: str):
+    """A module-scoped ``tally`` fixture that writes its report when the module ends."""
+
+    @pytest.fixture(scope="module")
+    def tally(tmp_path_factory):
+        t = Tally(name)
+        yield t
+        t.write(tmp_path_factory.mktemp("fuzz"))
+
+    return tally

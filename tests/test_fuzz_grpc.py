@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from asp_service.serving.protos import learner_pb2 as pb
 
 from conftest import SERVICE_ARGS
-from fuzz_support import Tally, fuzz_settings, predict_requests, train_requests
+from fuzz_support import Tally, fuzz_settings, predict_requests, tally_fixture, train_requests
 
 pytestmark = pytest.mark.serve
 
@@ -31,11 +31,7 @@ EXTRA_METADATA = st.lists(st.one_of(
 ), max_size=3)
 
 
-@pytest.fixture(scope="module")
-def tally(tmp_path_factory):
-    t = Tally("grpc")
-    yield t
-    t.write(tmp_path_factory.mktemp("fuzz"))
+tally = tally_fixture("grpc")
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from asp_service.serving.protos import learner_pb2 as pb
 from asp_service.serving.service import LearnerService
 from asp_service.serving.validation import InvalidRequest, check_train_request
 
-from fuzz_support import Tally, bitwise_equal, fuzz_settings, predict_requests, service_state, train_requests
+from fuzz_support import Tally, bitwise_equal, fuzz_settings, predict_requests, service_state, tally_fixture, train_requests
 
 REFUSAL_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 SMALL = dict(hidden=[16], device="cpu", minibatch=8, anchor_every=256, probe_size=16, holdout_every=5,
@@ -35,11 +35,7 @@ SMALL = dict(hidden=[16], device="cpu", minibatch=8, anchor_every=256, probe_siz
              max_samples_per_message=64, max_message_bytes=64 * 784 * 4, checkpoint_dir=None)
 
 
-@pytest.fixture(scope="module")
-def tally(tmp_path_factory):
-    t = Tally("service")
-    yield t
-    t.write(tmp_path_factory.mktemp("fuzz"))
+tally = tally_fixture("service")
 
 
 @pytest.fixture(scope="module")
