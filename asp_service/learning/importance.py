@@ -123,12 +123,16 @@ class LazyOja:
         if self._fill + b > self.rows:
             self.flush()
         if self._pre is None:
-            self._pre = pre.new_empty((self.rows, *pre.shape[1:]), dtype=self.compute_dtype)
-            self._post = post.new_empty((self.rows, *post.shape[1:]), dtype=self.compute_dtype)
+            self._allocate(pre.shape[1:], post.shape[1:])
         rows = slice(self._fill, self._fill + b)
         self._pre[rows].copy_(pre)
         torch.div(post, self._view(divisor, True), out=self._post[rows])
         self._fill += b
+
+    def _allocate(self, pre_shape, post_shape) -> None:
+        like = dict(dtype=self.compute_dtype, device=self.acc.device)
+        self._pre = torch.empty((self.rows, *pre_shape), **like)
+        self._post = torch.empty((self.rows, *post_shape), **like)
 
     def _add(self, pre: Tensor, post: Tensor, into: Tensor | None = None) -> None:
         acc = self.acc if into is None else into
@@ -172,9 +176,7 @@ class LazyOja:
             if pre.shape[0] > self.rows:
                 self._add(pre, post)
                 return
-            like = dict(dtype=self.compute_dtype, device=self.acc.device)
-            self._pre = torch.empty((self.rows, *pre.shape[1:]), **like)
-            self._post = torch.empty((self.rows, *post.shape[1:]), **like)
+            self._allocate(pre.shape[1:], post.shape[1:])
             self._pre[: pre.shape[0]].copy_(pre)
             self._post[: pre.shape[0]].copy_(post)
             self._fill = pre.shape[0]
