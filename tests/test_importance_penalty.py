@@ -76,6 +76,25 @@ def test_penalty_gradient_is_2_lambda_gamma_delta():
     torch.testing.assert_close(value, loss.detach())
 
 
+def test_set_gradient_overwrites_with_the_penalty_gradient_and_follows_lam():
+    """The training step's form: .grad starts at 2 lam Gamma (theta - theta*), whatever it held."""
+    p = _params()
+    c = Consolidation(p, lam=3.0)
+    assert c.set_gradient() == set()
+    gamma = {"w": torch.rand(4, 3)}
+    c.consolidate(gamma)
+    anchor = p["w"].detach().clone()
+    with torch.no_grad():
+        p["w"].add_(torch.randn(4, 3))
+    p["w"].grad = torch.full((4, 3), 7.0)
+    assert c.set_gradient() == {"w"}
+    torch.testing.assert_close(p["w"].grad, 2 * 3.0 * gamma["w"] * (p["w"].detach() - anchor))
+    c.lam = 0.5  # a public hyperparameter: the cached terms must follow it
+    c.set_gradient()
+    torch.testing.assert_close(p["w"].grad, 2 * 0.5 * gamma["w"] * (p["w"].detach() - anchor))
+    torch.testing.assert_close(c.value(), c.penalty().detach())
+
+
 def test_weighted_form_equals_the_sum_of_per_anchor_quadratics():
     """EWC keeps one quadratic per anchor; the machine's single quadratic has the same gradient."""
     p = _params()

@@ -4,7 +4,7 @@ Each :meth:`OnlineLearner.observe` is one step of test-then-train on a batch:
 
 1. forward (recording each layer's input when the strategy needs it, e.g. ASP's c-EB);
 2. the batch's loss and accuracy *before* the update (prequential, for the drift detector);
-3. backward; the consolidation penalty adds ``2 lam Gamma (theta - theta_bar)`` to the gradient;
+3. backward onto gradients that start at the consolidation penalty's ``2 lam Gamma (theta - theta_bar)``;
 4. the strategy reads the step (ASP: c-EB with the true label + Oja update);
 5. optimizer step (skipped, and reported, if the loss or the gradient is not finite);
 6. the anchoring policy ticks; when it fires, the strategy's importance is consolidated.
@@ -117,8 +117,8 @@ class OnlineLearner:
     decay:
         Discount of older anchors' importance at each new anchor (online EWC's gamma).
     report_penalty:
-        Compute the penalty's value at every step for ``observe``'s ``penalty`` (two more passes
-        over the parameters, about 3 % of ASP's step on the benchmark MLP); off by default, when
+        Compute the penalty's value at every step for ``observe``'s ``penalty`` (more passes over
+        the parameters); off by default, when
         ``penalty`` is ``None`` once an anchor exists. The penalty's gradient is applied either way.
     guard:
         Skip (and report) steps whose loss or gradient is not finite, so extreme inputs can never
@@ -239,9 +239,9 @@ class OnlineLearner:
         logits, inputs = self._logits(x, classes, self._strategy.needs_layer_inputs)
         loss = F.cross_entropy(logits, y)
         correct = (logits.detach().argmax(1) == y).sum()
-        self.optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        penalty = self.consolidation.add_gradient(with_value=self.report_penalty)
+        self._start_gradients()
+        loss.backward()  # accumulates onto the penalty's gradient
+        penalty = self.consolidation.value() if self.report_penalty else None
         ok = torch.isfinite(loss)
         if self.guard:
             grads = [p.grad for p in self._params.values() if p.grad is not None]
@@ -262,6 +262,13 @@ class OnlineLearner:
         if anchor:
             self._anchor()
         return self._report(loss_value, n_correct, x.shape[0], penalty, anchor, drift, False)
+
+    def _start_gradients(self) -> None:
+        """Penalised parameters' gradients start at the penalty's gradient, the others at zero."""
+        written = self.consolidation.set_gradient()
+        zero = [p.grad for n, p in self._params.items() if n not in written and p.grad is not None]
+        if zero:
+            torch._foreach_zero_(zero)
 
     def _report(self, loss, correct, n, penalty, anchored, drift, skipped) -> dict:
         return {

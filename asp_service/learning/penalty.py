@@ -22,7 +22,7 @@ forever. ``decay`` < 1 discounts older anchors (:math:`\Gamma \leftarrow d\,\Gam
 pulls towards the most recent anchor only, :math:`\bar\theta = \theta^*_{latest}`.
 
 The penalty is zero until the first anchor exists (an anchor at the random initialisation would
-pull the first task back to noise). Its gradient is added to ``.grad`` directly, not by autograd.
+pull the first task back to noise). Its gradient is written to ``.grad`` directly, not by autograd.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class Consolidation:
         self.importance: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
         self.anchors_taken = 0
-        self._scratch: dict[str, Tensor] = {}
+        self._terms: dict[str, tuple[Tensor, Tensor]] = {}
+        self._terms_lam: float | None = None  # lam the terms were built with; None: rebuild
         self._stats: dict[str, dict[str, float]] | None = None
 
     @property
@@ -79,6 +80,7 @@ class Consolidation:
         """Take an anchor at the current parameters with the importance ``gamma`` (name -> tensor)."""
         self.anchors_taken += 1
         self._stats = None
+        self._terms_lam = None
         if not gamma:
             return
         for name, g in gamma.items():
@@ -99,38 +101,71 @@ class Consolidation:
                 self.importance[name] = total
 
     def penalty(self) -> Tensor:
-        """The penalty as a differentiable tensor (for tests and reporting; training uses add_gradient)."""
+        """The penalty as a differentiable tensor (for tests and autograd; training uses set_gradient)."""
         total = torch.zeros(())
         for name, g in self.importance.items():
             p = self._params[name]
             total = total.to(p.device) + (g * (p - self.anchor[name]).pow(2)).sum()
         return self.lam * total
 
+    def _gradient_terms(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per parameter ``(c, n)`` with ``c = 2 lam Gamma`` and ``n = -c theta_bar``, so that the
+        gradient ``c theta + n`` takes one pass that reads two stored tensors. Rebuilt after an
+        anchor, a restore, or a change of ``lam``."""
+        if self._terms_lam != self.lam:
+            self._terms = {}
+            for name, g in self.importance.items():
+                c = g.mul(2.0 * self.lam)
+                self._terms[name] = (c, c.mul(self.anchor[name]).neg_())
+            self._terms_lam = self.lam
+        return self._terms
+
+    @torch.no_grad()
+    def set_gradient(self) -> set[str]:
+        """Overwrite ``.grad`` of each penalised parameter with ``2 lam Gamma (theta - theta_bar)``.
+
+        The training step calls this instead of zeroing those gradients before ``backward()``,
+        which then accumulates the task gradient on top: one pass over each parameter (as
+        ``c theta + n``, see :meth:`_gradient_terms`) and no scratch buffer. Returns the names
+        written (none while no anchor exists); the caller zeroes the other gradients.
+        """
+        if not self.active:
+            return set()
+        for name, (c, n) in self._gradient_terms().items():
+            p = self._params[name]
+            if p.grad is None:
+                p.grad = torch.empty_like(p, memory_format=torch.contiguous_format)
+            torch.addcmul(n, c, p.detach(), out=p.grad)
+        return set(self._terms)
+
     @torch.no_grad()
     def add_gradient(self, with_value: bool = True) -> Tensor | None:
         """Add ``2 lam Gamma (theta - theta_bar)`` to each parameter's ``.grad``; return the penalty value.
 
-        Returns ``None`` (and does nothing) while no anchor exists, and ``None`` after adding the
-        gradient when ``with_value`` is false (the value costs two more passes over the
-        parameters). Works in place on a scratch buffer per parameter: no allocation on the
-        training hot path.
+        For training loops of one's own (the learner uses :meth:`set_gradient`). Returns ``None``
+        (and does nothing) while no anchor exists, and ``None`` after adding the gradient when
+        ``with_value`` is false.
         """
+        if not self.active:
+            return None
+        for name, (c, n) in self._gradient_terms().items():
+            p = self._params[name]
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.add_(torch.addcmul(n, c, p.detach()))
+        return self.value() if with_value else None
+
+    @torch.no_grad()
+    def value(self) -> Tensor | None:
+        """The penalty's value ``lam * sum Gamma (theta - theta_bar)^2`` (``None`` while no anchor exists)."""
         if not self.active:
             return None
         total = None
         for name, g in self.importance.items():
-            p = self._params[name]
-            d = self._scratch.get(name)
-            if d is None or d.shape != p.shape:
-                d = self._scratch[name] = torch.empty_like(p, memory_format=torch.contiguous_format)
-            torch.sub(p.detach(), self.anchor[name], out=d)
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            p.grad.addcmul_(g, d, value=2.0 * self.lam)
-            if with_value:
-                term = torch.dot(d.mul_(d).view(-1), g.reshape(-1))
-                total = term if total is None else total + term
-        return None if total is None else self.lam * total
+            d = self._params[name].detach() - self.anchor[name]
+            term = torch.dot(d.mul_(d).view(-1), g.reshape(-1))
+            total = term if total is None else total + term
+        return self.lam * total
 
     def state_dict(self) -> dict:
         return {
