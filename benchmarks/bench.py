@@ -465,7 +465,7 @@ def write_figures(args: argparse.Namespace, report: dict) -> list[str]:
 
 
 def run_step_cost(args: argparse.Namespace) -> dict:
-    from .step_cost import measure_step_cost
+    from .step_cost import asp_products, measure_step_cost
 
     scenario = build_scenario(args, args.seeds[0])
     task = scenario.tasks[0]
@@ -482,22 +482,25 @@ def run_step_cost(args: argparse.Namespace) -> dict:
     def factory(name: str):
         return make_learner(args, by_strategy[name], scenario.n_classes, args.seeds[0])
 
+    # ASP's matrix products alone, per ASP configuration: the floor of any implementation
+    probes = {f"{name} (products only)": asp_products(factory(name), args.batch_size)
+              for name, c in by_strategy.items() if c.strategy == "asp"}
     bar = _progress(args.repeats, "step-cost", args.no_progress)
     try:
         res = measure_step_cost(factory, list(by_strategy), batches, classes=task.classes,
                                 repeats=args.repeats, warmup=args.warmup, block=args.block,
-                                progress=bar.update)
+                                probes=probes, progress=bar.update)
     finally:
         bar.close()
     print(f"\nstep cost per observe(): batch {res['batch_size']}, threads {res['threads']}, "
           f"{res['repeats']} interleaved rounds of {res['block']} steps")
     print(f"{'strategy':<24} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} {'x vanilla':>10} "
           f"{'cpu ms':>8} {'cpu x van.':>10} {'boundary ms':>12}")
-    for s, v in res["strategies"].items():
+    for s, v in [*res["strategies"].items(), *res["probes"].items()]:
         print(f"{s:<24} {1e3 * v['median_s']:10.3f} {1e3 * v['p25_s']:8.3f} "
               f"{1e3 * v['p75_s']:8.3f} {v['ratio_to_vanilla']:10.2f} "
               f"{1e3 * v['cpu_median_s']:8.3f} {v['cpu_ratio_to_vanilla']:10.2f} "
-              f"{1e3 * v['boundary_s']:12.1f}")
+              f"{1e3 * v.get('boundary_s', float('nan')):12.1f}")
     return res
 
 

@@ -11,6 +11,10 @@ A timed "step" is the mean over ``block`` consecutive ``observe`` calls on conse
 so work that a strategy does every few steps (ASP adds its buffered Hebbian terms every 8 steps
 at batch 100) is counted in full: the median of single calls would leave it out.
 
+``probes`` are further callables timed in the same rounds (``block`` calls each); the benchmark
+uses one for the matrix products that ASP's rule needs (:func:`asp_products`), which bounds from
+below what any implementation of that rule can cost at the same precision.
+
 Before the timed steps each learner gets ``warmup`` steps, then ``mark_task_boundary()`` (so
 that the consolidation penalty is active, as it is after the first task of a benchmark; the
 time of that call is reported separately as ``boundary_s``), then ``warmup`` more steps.
@@ -24,13 +28,14 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["measure_step_cost"]
+__all__ = ["measure_step_cost", "asp_products"]
 
 
 def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequence[str],
                       batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
                       classes: Sequence[int] | None = None, repeats: int = 200,
                       warmup: int = 20, block: int = 16,
+                      probes: Mapping[str, Callable[[], object]] | None = None,
                       progress: Callable[[int], None] | None = None) -> dict:
     """Time ``observe`` per strategy, interleaved; ``vanilla`` is added if missing.
 
@@ -48,6 +53,8 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
         Timed rounds, and untimed steps before and after the boundary.
     block : int
         Consecutive ``observe`` calls per strategy and round; a round's time is their mean.
+    probes : mapping of str to callable, optional
+        Timed like a strategy (``block`` calls per round, in the rotation), with no learner.
     progress : callable, optional
         Called with 1 after each timed round.
 
@@ -55,7 +62,8 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
     -------
     dict
         ``{"strategies": {name: {"median_s", "p25_s", "p75_s", "mean_s", "ratio_to_vanilla",
-        "boundary_s", "n"}}, "repeats", "warmup", "batch_size", "threads"}``.
+        "boundary_s", "n", "cpu_median_s", "cpu_ratio_to_vanilla"}}, "probes": {name: the same
+        without "boundary_s"}, "repeats", "warmup", "block", "batch_size", "threads"}``.
     """
     if repeats < 1 or warmup < 0 or block < 1:
         raise ValueError("repeats and block must be >= 1 and warmup >= 0")
@@ -63,6 +71,9 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
         raise ValueError("need at least one batch")
     names = list(dict.fromkeys(["vanilla", *strategies]))
     learners = {s: make_learner(s) for s in names}
+    probes = dict(probes or {})
+    if set(probes) & set(names):
+        raise ValueError("a probe may not share a strategy's name")
     boundary: dict[str, float] = {}
     for s, learner in learners.items():
         for i in range(warmup):
@@ -74,6 +85,10 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
         for i in range(warmup):
             x, y = batches[(warmup + i) % len(batches)]
             learner.observe(x, y, classes=classes)
+    for probe in probes.values():
+        for _ in range(warmup):
+            probe()
+    names += list(probes)
     times: Mapping[str, list[float]] = {s: [] for s in names}
     cpu: Mapping[str, list[float]] = {s: [] for s in names}
     for r in range(repeats):
@@ -81,8 +96,12 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
         order = names[r % len(names):] + names[: r % len(names)]
         for s in order:
             c0, t0 = time.thread_time(), time.perf_counter()
-            for x, y in chunk:
-                learners[s].observe(x, y, classes=classes)
+            if s in probes:
+                for _ in chunk:
+                    probes[s]()
+            else:
+                for x, y in chunk:
+                    learners[s].observe(x, y, classes=classes)
             times[s].append((time.perf_counter() - t0) / block)
             cpu[s].append((time.thread_time() - c0) / block)
         if progress is not None:
@@ -96,10 +115,50 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
         out[s] = {"median_s": med, "p25_s": float(np.percentile(t, 25)),
                   "p75_s": float(np.percentile(t, 75)), "mean_s": float(t.mean()),
                   "ratio_to_vanilla": med / base if base > 0 else float("nan"),
-                  "boundary_s": boundary[s], "n": len(t),
+                  "n": len(t), **({} if s in probes else {"boundary_s": boundary[s]}),
                   # CPU time of the calling thread (with --threads 1, all of the step's work):
                   # robust to other processes on a shared machine, unlike wall time.
                   "cpu_median_s": float(np.median(cpu[s])),
                   "cpu_ratio_to_vanilla": float(np.median(cpu[s])) / cpu_base if cpu_base > 0 else float("nan")}
-    return {"strategies": out, "repeats": repeats, "warmup": warmup, "block": block,
+    return {"strategies": {s: v for s, v in out.items() if s not in probes},
+            "probes": {s: v for s, v in out.items() if s in probes},
+            "repeats": repeats, "warmup": warmup, "block": block,
             "batch_size": int(len(batches[0][1])), "threads": torch.get_num_threads()}
+
+
+def asp_products(learner, batch_size: int) -> Callable[[], None]:
+    """The matrix products ASP's rule needs per step on ``learner``'s MLP, and nothing else.
+
+    Per Linear layer below the top, with ``B = batch_size``: ``Z = a W+^T`` and ``(P/Z) W+``
+    (excitation backprop) and the Hebbian ``Pc_post^T Pc_pre`` (Oja), each ``B x in x out``
+    multiply-adds; at the top layer the same three with the stacked ``[W+; W-]`` and the
+    one-hot label. They run at ASP's precision (``bfloat16`` products where the learner chose
+    it) on fixed operands of the right shapes, so the time is that of the products alone: an
+    implementation with no other work at all would still spend it.
+    """
+    from asp_service.learning.strategies.asp import PRECISIONS
+
+    linears = [m for m in learner.model.modules() if isinstance(m, torch.nn.Linear)]
+    dtype = PRECISIONS[learner.hyperparameters["precision"]] or linears[0].weight.dtype
+    gen = torch.Generator().manual_seed(0)
+    ops = []
+    for i, layer in enumerate(linears):
+        w = layer.weight.detach()
+        top = i == len(linears) - 1
+        if top:
+            w = torch.cat([w.clamp(min=0), (-w).clamp(min=0)])
+        else:
+            w = w.clamp(min=0).to(dtype)
+        out_f, in_f = w.shape
+        a = torch.rand(batch_size, in_f, generator=gen).to(w.dtype)
+        r = torch.rand(batch_size, out_f, generator=gen).to(w.dtype)
+        post_t = torch.rand(out_f // (2 if top else 1), batch_size, generator=gen).to(w.dtype)
+        ops.append((a, w, r, post_t))
+
+    def run() -> None:
+        for a, w, r, post_t in ops:
+            a @ w.t()
+            r @ w
+            post_t @ a
+
+    return run

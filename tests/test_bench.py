@@ -105,6 +105,9 @@ def test_step_cost_interleaved(tmp_path, capsys):
                  "--warmup", "2", "--block", "3", "--out", str(out)]) == 0
     report = json.loads((out / "step_cost.json").read_text())["step_cost"]
     assert set(report["strategies"]) == {"vanilla", "asp"}
+    # ASP's matrix products alone, timed in the same rounds: a floor below ASP's whole step
+    floor = report["probes"]["asp (products only)"]
+    assert floor["n"] == 6 and 0 < floor["median_s"] < report["strategies"]["asp"]["median_s"]
     assert report["strategies"]["vanilla"]["ratio_to_vanilla"] == pytest.approx(1.0)
     assert report["strategies"]["asp"]["n"] == 6 and report["threads"] == 1 and report["block"] == 3
     assert "x vanilla" in capsys.readouterr().out
