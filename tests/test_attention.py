@@ -134,3 +134,17 @@ def test_bfloat16_products_stay_close_to_float32(build):
         assert m.dtype == torch.float32 and m.shape == e.shape
         torch.testing.assert_close(m.flatten(1).sum(1), e.flatten(1).sum(1), atol=1e-5, rtol=0)
         assert float((m - e).abs().sum() / e.abs().sum()) < 2e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_positive_weights_equal_max_w_0_in_every_dtype(dtype):
+    """The 16-bit buffers are clamped through their int16 bits: the same values as max(W, 0),
+    with -0.0 and the smallest negatives going to +0.0, and reused across calls."""
+    w = torch.tensor([[-0.0, 0.0, -1e-30, 1e-30], [-3.5, 2.25, float("-inf"), 7.0]])
+    ws: dict = {}
+    first = A._positive(w, ws, "k", dtype)
+    assert torch.equal(first, w.clamp(min=0).to(dtype))
+    assert dtype == torch.float32 or not torch.signbit(first).any()
+    w2 = -w
+    assert A._positive(w2, ws, "k", dtype) is first  # the workspace buffer is reused
+    assert torch.equal(first, w2.clamp(min=0).to(dtype))
