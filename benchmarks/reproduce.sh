@@ -64,6 +64,8 @@ fi
 if [[ $step == all || $step == step-cost ]]; then
   $B --measure step-cost --dataset mnist --strategies asp,ewc,online_ewc,si,mas $PERMUTED \
      --sweep asp.precision=float32,auto --repeats 100 --out $R/step-cost
+  # ASP alone against vanilla: two learners in the rotation keep both caches warmer
+  $B --measure step-cost --dataset mnist --strategies asp --set asp.lam=1 --repeats 100 --out $R/step-cost-pair
 fi
 if [[ $step == all || $step == service ]]; then
   .venv/bin/python -m benchmarks.service_bench --data-dir $D --long-stream-s 130 --out $R/service-bench/service_bench.json
