@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         streams = []
         for client in stream_clients:
             p = positions.get(client.stream_id)
-            applied = (p.samples_trained + p.samples_held_out) if p else 0
+            applied = (p.samples_trained + p.samples_held_out + p.samples_skipped) if p else 0
             streams.append({"stream_id": client.stream_id, "messages_sent": client.sequence_number,
                             "samples_sent": sent.get(client.stream_id, 0), "samples_applied": applied,
                             "last_sequence_number": p.last_sequence_number if p else 0,

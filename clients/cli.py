@@ -41,7 +41,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         batches = scenario_batches(scenario, args.batch_size, seed=args.seed, task_hints=not args.no_task_hints)
         with tqdm(total=total, unit="sample", desc=scenario.name, disable=args.quiet) as bar:
             for ack in client.train(batches, resume=args.stream_id is not None):
-                n = ack.samples_applied + ack.held_out
+                n = ack.samples_applied + ack.held_out + ack.samples_skipped
                 window.append((ack.correct, ack.samples_applied))
                 correct, seen = correct + ack.correct, seen + ack.samples_applied
                 while len(window) > 1 and sum(m for _, m in window) - window[0][1] >= args.window:

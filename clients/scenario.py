@@ -60,7 +60,7 @@ def run_scenario(client: LearnerClient, scenario, *, batch_size: int = 500, task
         started = time.perf_counter()
         for ack in client.train(task_batches(task, batch_size, seed=seed + i, hint=task.name if task_hints else "")):
             result.acks.append(ack)
-            result.samples += ack.samples_applied + ack.held_out
+            result.samples += ack.samples_applied + ack.held_out + ack.samples_skipped
             if on_ack is not None:
                 on_ack(ack)
         result.train_seconds += time.perf_counter() - started

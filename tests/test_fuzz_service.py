@@ -149,14 +149,24 @@ def test_a_non_finite_step_is_skipped_counted_and_reported():
     the count in GetStatus (``skipped_steps``)."""
     service = LearnerService(ServiceConfig(**{**SMALL, "lr": 1e30, "strategy": "vanilla"}))
     x = np.ones((32, 784), np.float32)
+    acks = []
     for sequence in range(1, 9):
-        apply_train(service, pb.TrainRequest(stream_id="blow-up", sequence_number=sequence, labels=[sequence % 10] * 32,
-                                             inputs=pb.Tensor(shape=[32, 784], dtype=pb.DTYPE_FLOAT32, data=x.tobytes())))
+        acks.append(apply_train(service, pb.TrainRequest(
+            stream_id="blow-up", sequence_number=sequence, labels=[sequence % 10] * 32,
+            inputs=pb.Tensor(shape=[32, 784], dtype=pb.DTYPE_FLOAT32, data=x.tobytes()))))
     assert service.learner.skipped_steps > 0
     assert all_finite(service)
     status = service.status()
-    if "skipped_steps" in pb.StatusReply.DESCRIPTOR.fields_by_name:
-        assert status.skipped_steps == service.learner.skipped_steps
+    assert status.skipped_steps == service.learner.skipped_steps
+    # The acks tell applied from refused samples: every sample is accounted for exactly once,
+    # and the refused ones count neither as trained nor in the reported loss.
+    assert all(a.samples_applied + a.held_out + a.samples_skipped == 32 for a in acks)
+    skipped = sum(a.samples_skipped for a in acks)
+    assert skipped > 0
+    assert all(np.isfinite(a.loss) for a in acks)
+    position = next(p for p in status.streams if p.stream_id == "blow-up")
+    assert position.samples_skipped == skipped
+    assert position.samples_trained == sum(a.samples_applied for a in acks) == service.learner.samples_seen
 
 
 def _tensors(value):

@@ -87,6 +87,7 @@ class StreamState:
     trained: int = 0    # samples trained on
     held_out: int = 0   # samples kept for the forgetting probes
     messages: int = 0   # messages applied
+    skipped: int = 0    # samples refused by the learner's non-finite guard
 
     @classmethod
     def of(cls, value: Any) -> "StreamState":
@@ -175,11 +176,14 @@ class LearnerService:
                 self._last_anchor_at = time.monotonic()
             keep = self.regimes.hold_out(x, y)
             x, y = x[keep], y[keep]
-            correct, applied, loss_sum, drift, anchored = 0, 0, 0.0, False, False
+            correct, applied, skipped, loss_sum, drift, anchored = 0, 0, 0, 0.0, False, False
             for start in range(0, x.shape[0], self.config.minibatch):
                 xb, yb = x[start:start + self.config.minibatch], y[start:start + self.config.minibatch]
                 out = self.learner.observe(xb, yb)
                 n = int(out["n"])
+                if out["skipped"]:  # non-finite loss or gradient: the learner changed nothing
+                    skipped += n
+                    continue
                 correct += int(out["correct"])
                 applied += n
                 loss_sum += float(out["loss"]) * n
@@ -192,7 +196,8 @@ class LearnerService:
                 self._last_anchor_at = time.monotonic()
             held_out = int((~keep).sum())
             self.streams[stream] = StreamState(request.sequence_number, position.trained + applied,
-                                               position.held_out + held_out, position.messages + 1)
+                                               position.held_out + held_out, position.messages + 1,
+                                               position.skipped + skipped)
             self.batches_seen += 1
             self._mutations += 1
             if applied:
@@ -207,6 +212,7 @@ class LearnerService:
                 samples_seen=self.learner.samples_seen, correct=correct,
                 loss=loss_sum / applied if applied else 0.0, drift=drift, anchored=anchored,
                 held_out=held_out, durable_sequence_number=self._durable.get(stream, 0),
+                samples_skipped=skipped,
             )
             prequential = self.prequential.value
         self.metrics.on_train(samples=applied, loss=ack.loss, prequential=prequential, drift=drift,
@@ -292,7 +298,7 @@ class LearnerService:
                 reply.streams.add(stream_id=stream, last_sequence_number=position.last,
                                   durable_sequence_number=self._durable.get(stream, 0),
                                   samples_trained=position.trained, samples_held_out=position.held_out,
-                                  messages=position.messages)
+                                  messages=position.messages, samples_skipped=position.skipped)
         return reply
 
     # ----------------------------------------------------------------- control
