@@ -69,13 +69,18 @@ class LearnerClient:
 
     def __init__(self, target: str = "127.0.0.1:9000", *, application: str = "asp", stream_id: str | None = None,
                  timeout_s: float = 60.0, max_unsaved: int = 64, token: str | None = None,
-                 read_retry_s: float = 30.0):
+                 read_retry_s: float = 30.0, tls: bool = False, root_certificates: bytes | None = None):
         """``token``: bearer token sent as ``authorization`` metadata (default: ``$ASP_TOKEN``, if set).
         ``read_retry_s``: how long Predict and GetStatus (read-only, so safe to repeat) keep retrying
-        a transient failure, such as the learner replica restarting after a crash (0: never)."""
+        a transient failure, such as the learner replica restarting after a crash (0: never).
+        ``tls``: connect with TLS (to a terminating proxy such as ``deploy/tls/nginx.conf``),
+        verifying the server against ``root_certificates`` (PEM bytes; default: the system's
+        roots). Giving ``root_certificates`` implies ``tls``."""
         if max_unsaved < 1:
             raise ValueError(f"max_unsaved must be at least 1, not {max_unsaved}")
         self.target = target
+        self.tls = bool(tls or root_certificates)
+        self._root_certificates = root_certificates
         token = token if token is not None else os.environ.get("ASP_TOKEN", "")
         self.metadata = (("application", application),) + ((("authorization", f"Bearer {token}"),) if token else ())
         self.stream_id = stream_id or f"client-{uuid.uuid4().hex[:12]}"
@@ -100,10 +105,15 @@ class LearnerClient:
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self) -> None:
-        self._channel = grpc.insecure_channel(self.target, options=[
+        options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ])
+        ]
+        if self.tls:
+            credentials = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
+            self._channel = grpc.secure_channel(self.target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(self.target, options=options)
         self._stub = pb_grpc.LearnerStub(self._channel)
 
     def reconnect(self) -> None:

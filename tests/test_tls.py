@@ -7,6 +7,7 @@ when nginx or openssl is missing.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -100,3 +101,25 @@ def test_plaintext_and_untrusted_clients_are_refused(tls_target):
         with pytest.raises(grpc.RpcError) as untrusted:
             pb_grpc.LearnerStub(channel).Health(pb.HealthRequest(), metadata=APP, timeout=10)
     assert untrusted.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_python_client_and_cli_over_tls(tls_target, digits, capsys):
+    """The shipped client speaks TLS: LearnerClient(root_certificates=...) streams and predicts
+    through nginx, and ``asp-client --ca-cert`` does the same from the command line; without the
+    CA it does not connect."""
+    from clients.cli import main
+    from clients.learner_client import LearnerClient
+
+    target, root_cert, folder = tls_target
+    with LearnerClient(target, root_certificates=root_cert, read_retry_s=0) as client:
+        assert client.tls
+        client.wait_ready(timeout_s=30)
+        batches = [(digits[0][i * 50:(i + 1) * 50], digits[1][i * 50:(i + 1) * 50]) for i in range(3)]
+        acks = list(client.train(iter(batches)))
+        assert sum(a.samples_applied + a.held_out + a.samples_skipped for a in acks) == 150
+        assert client.predict(digits[2][:2]).predictions[0].top_labels
+    assert main(["--target", target, "--ca-cert", str(folder / "server.crt"), "status"]) == 0
+    assert json.loads(capsys.readouterr().out)["strategy"]
+    with LearnerClient(target, tls=True, read_retry_s=0) as untrusted:  # system roots only
+        with pytest.raises(grpc.RpcError):
+            untrusted.status()
