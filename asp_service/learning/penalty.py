@@ -111,7 +111,9 @@ class Consolidation:
     def _gradient_terms(self) -> dict[str, tuple[Tensor, Tensor]]:
         """Per parameter ``(c, n)`` with ``c = 2 lam Gamma`` and ``n = -c theta_bar``, so that the
         gradient ``c theta + n`` takes one pass that reads two stored tensors. Rebuilt after an
-        anchor, a restore, or a change of ``lam``."""
+        anchor, a restore, or a change of ``lam``. Against ``c (theta - theta_bar)`` this rounds
+        ``c theta`` before the difference (an error of about 6e-8 of ``c |theta|``, exactly 0 at
+        the anchor), far below the task gradient's own noise."""
         if self._terms_lam != self.lam:
             self._terms = {}
             for name, g in self.importance.items():
