@@ -13,7 +13,7 @@ at batch 100) is counted in full: the median of single calls would leave it out.
 
 ``probes`` are further callables timed in the same rounds (``block`` calls each); the benchmark
 uses one for the matrix products that ASP's rule needs (:func:`asp_products`), which bounds from
-below what any implementation of that rule can cost at the same precision.
+below what an implementation of that rule with dense products can cost at the same precision.
 
 Before the timed steps each learner gets ``warmup`` steps, then ``mark_task_boundary()`` (so
 that the consolidation penalty is active, as it is after the first task of a benchmark; the
@@ -134,7 +134,8 @@ def asp_products(learner, batch_size: int) -> Callable[[], None]:
     multiply-adds; at the top layer the same three with the stacked ``[W+; W-]`` and the
     one-hot label. They run at ASP's precision (``bfloat16`` products where the learner chose
     it) on fixed operands of the right shapes, so the time is that of the products alone: an
-    implementation with no other work at all would still spend it.
+    implementation with dense products and no other work at all would still spend it (only
+    skipping structure, such as input columns that are zero across a batch, could do less).
     """
     from asp_service.learning.strategies.asp import PRECISIONS
 

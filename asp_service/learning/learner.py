@@ -118,8 +118,8 @@ class OnlineLearner:
         Discount of older anchors' importance at each new anchor (online EWC's gamma).
     report_penalty:
         Compute the penalty's value at every step for ``observe``'s ``penalty`` (more passes over
-        the parameters); off by default, when
-        ``penalty`` is ``None`` once an anchor exists. The penalty's gradient is applied either way.
+        the parameters); off by default, when ``penalty`` is ``None`` once an anchor exists. The
+        penalty's gradient is applied either way.
     guard:
         Skip (and report) steps whose loss or gradient is not finite, so extreme inputs can never
         turn the weights into NaN.
