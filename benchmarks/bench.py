@@ -497,12 +497,13 @@ def run_step_cost(args: argparse.Namespace) -> dict:
     rows = [*res["strategies"].items(), *res["probes"].items()]
     w = max(24, *(len(s) + 1 for s, _ in rows))
     print(f"{'strategy':<{w}} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} {'x vanilla':>10} "
-          f"{'cpu ms':>8} {'cpu x van.':>10} {'boundary ms':>12}")
+          f"{'cpu ms':>8} {'cpu x van.':>10} {'boundary ms':>12} {'hook ms':>8}")
     for s, v in rows:
         print(f"{s:<{w}} {1e3 * v['median_s']:10.3f} {1e3 * v['p25_s']:8.3f} "
               f"{1e3 * v['p75_s']:8.3f} {v['ratio_to_vanilla']:10.2f} "
               f"{1e3 * v['cpu_median_s']:8.3f} {v['cpu_ratio_to_vanilla']:10.2f} "
-              f"{1e3 * v.get('boundary_s', float('nan')):12.1f}")
+              f"{1e3 * v.get('boundary_s', float('nan')):12.1f} "
+              f"{1e3 * v.get('after_backward_median_s', float('nan')):8.3f}")
     return res
 
 

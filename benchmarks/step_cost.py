@@ -62,8 +62,10 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
     -------
     dict
         ``{"strategies": {name: {"median_s", "p25_s", "p75_s", "mean_s", "ratio_to_vanilla",
-        "boundary_s", "n", "cpu_median_s", "cpu_ratio_to_vanilla"}}, "probes": {name: the same
-        without "boundary_s"}, "repeats", "warmup", "block", "batch_size", "threads"}``.
+        "boundary_s", "n", "cpu_median_s", "cpu_ratio_to_vanilla", "after_backward_median_s"}},
+        "probes": {name: the same without "boundary_s" and "after_backward_median_s"}, "repeats",
+        "warmup", "block", "batch_size", "threads"}``. ``after_backward_median_s`` is the time per
+        step inside the strategy's per-step hook (ASP: c-EB and Oja's update).
     """
     if repeats < 1 or warmup < 0 or block < 1:
         raise ValueError("repeats and block must be >= 1 and warmup >= 0")
@@ -88,9 +90,12 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
     for probe in probes.values():
         for _ in range(warmup):
             probe()
+    # Time spent in the strategy's per-step hook (ASP: c-EB and Oja), inside the same rounds.
+    in_hook = {s: _time_hook(learner._strategy) for s, learner in learners.items()}
     names += list(probes)
     times: Mapping[str, list[float]] = {s: [] for s in names}
     cpu: Mapping[str, list[float]] = {s: [] for s in names}
+    hook: Mapping[str, list[float]] = {s: [] for s in learners}
     for r in range(repeats):
         chunk = [batches[(r * block + i) % len(batches)] for i in range(block)]
         order = names[r % len(names):] + names[: r % len(names)]
@@ -100,8 +105,10 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
                 for _ in chunk:
                     probes[s]()
             else:
+                in_hook[s][0] = 0.0
                 for x, y in chunk:
                     learners[s].observe(x, y, classes=classes)
+                hook[s].append(in_hook[s][0] / block)
             times[s].append((time.perf_counter() - t0) / block)
             cpu[s].append((time.thread_time() - c0) / block)
         if progress is not None:
@@ -115,7 +122,9 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
         out[s] = {"median_s": med, "p25_s": float(np.percentile(t, 25)),
                   "p75_s": float(np.percentile(t, 75)), "mean_s": float(t.mean()),
                   "ratio_to_vanilla": med / base if base > 0 else float("nan"),
-                  "n": len(t), **({} if s in probes else {"boundary_s": boundary[s]}),
+                  "n": len(t),
+                  **({} if s in probes else {"boundary_s": boundary[s],
+                                             "after_backward_median_s": float(np.median(hook[s]))}),
                   # CPU time of the calling thread (with --threads 1, all of the step's work):
                   # robust to other processes on a shared machine, unlike wall time.
                   "cpu_median_s": float(np.median(cpu[s])),
@@ -124,6 +133,22 @@ def measure_step_cost(make_learner: Callable[[str], object], strategies: Sequenc
             "probes": {s: v for s, v in out.items() if s in probes},
             "repeats": repeats, "warmup": warmup, "block": block,
             "batch_size": int(len(batches[0][1])), "threads": torch.get_num_threads()}
+
+
+def _time_hook(strategy) -> list[float]:
+    """Wrap ``strategy.after_backward`` so that its time adds up in the returned one-item list."""
+    total = [0.0]
+    inner = strategy.after_backward
+
+    def timed(ctx):
+        t0 = time.perf_counter()
+        try:
+            return inner(ctx)
+        finally:
+            total[0] += time.perf_counter() - t0
+
+    strategy.after_backward = timed
+    return total
 
 
 def asp_products(learner, batch_size: int) -> Callable[[], None]:
