@@ -36,7 +36,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     total = sum(len(t.train_y) for t in scenario.tasks)
     window: deque[tuple[int, int]] = deque()
     correct = seen = 0
-    with LearnerClient(args.target, application=args.application, token=_token(args), **_tls(args), stream_id=args.stream_id) as client:
+    with _client(args, stream_id=args.stream_id) as client:
         client.wait_ready()
         batches = scenario_batches(scenario, args.batch_size, seed=args.seed, task_hints=not args.no_task_hints)
         with tqdm(total=total, unit="sample", desc=scenario.name, disable=args.quiet) as bar:
@@ -79,7 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     target = args.attention_target
     if target not in ("predicted", "runner-up"):
         target = [int(label) for label in target.split(",")]
-    with LearnerClient(args.target, application=args.application, token=_token(args), **_tls(args)) as client:
+    with _client(args) as client:
         reply = client.predict(x, top_k=args.top_k, attention=target if args.attention else None,
                                png=bool(args.attention))
     paths = _attention_paths(args.attention, len(x)) if args.attention else []
@@ -97,20 +97,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with LearnerClient(args.target, application=args.application, token=_token(args), **_tls(args)) as client:
+    with _client(args) as client:
         print(json.dumps(MessageToDict(client.status(), preserving_proto_field_name=True), indent=2))
     return 0
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    with LearnerClient(args.target, application=args.application, token=_token(args), **_tls(args)) as client:
+    with _client(args) as client:
         reply = client.checkpoint()
     print(f"{reply.path} sha256={reply.sha256} version={reply.model_version} samples={reply.samples_seen}")
     return 0
 
 
 def cmd_reanchor(args: argparse.Namespace) -> int:
-    with LearnerClient(args.target, application=args.application, token=_token(args), **_tls(args)) as client:
+    with _client(args) as client:
         reply = client.reanchor()
     print(f"anchors taken {reply.anchors_taken}, model version {reply.model_version}")
     return 0
@@ -128,10 +128,10 @@ def _token(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _tls(args: argparse.Namespace) -> dict:
-    if args.ca_cert:
-        return {"tls": True, "root_certificates": Path(args.ca_cert).read_bytes()}
-    return {"tls": args.tls}
+def _client(args: argparse.Namespace, **extra) -> LearnerClient:
+    """A client for the common options: target, application, token, TLS."""
+    tls = {"tls": True, "root_certificates": Path(args.ca_cert).read_bytes()} if args.ca_cert else {"tls": args.tls}
+    return LearnerClient(args.target, application=args.application, token=_token(args), **tls, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
