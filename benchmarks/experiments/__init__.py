@@ -1,0 +1,1 @@
+"""One-off performance experiments; nothing in the product imports them."""

@@ -1,0 +1,195 @@
+"""Experiment (not used by the product): ASP's per-step hook with its element-wise work in C.
+
+Question: would fused kernels bring ASP's step to 1.5x vanilla's? This moves everything in the
+hook except the matrix products (positive weights, top layer, map normalisation, ratios, Oja's
+scale bookkeeping and row writes) into the plain C loops of ``fused_hook.c``, for
+``mlp(784, [400, 400], 10)`` at batch 100 with bfloat16 products, and keeps the products in
+torch. It first checks the importance against ASP's own after 50 steps, then times vanilla,
+ASP and the prototype interleaved (16-step blocks, anchored, 1 thread), with the time inside
+the hook::
+
+    .venv/bin/python -m benchmarks.experiments.fused_hook --data-dir ../shared/data
+
+Needs gcc (compiled into a temporary folder at start) and a CPU with AVX512-BF16 for a fair
+comparison (ASP's default precision there is bfloat16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asp_service.learning import OnlineLearner
+from asp_service.learning.models import mlp
+
+bf = torch.bfloat16
+K = None
+
+
+def _load() -> ctypes.CDLL:
+    out = Path(tempfile.mkdtemp()) / "fused_hook.so"
+    subprocess.run(["gcc", "-O3", "-march=native", "-shared", "-fPIC", "-o", str(out),
+                    str(Path(__file__).with_name("fused_hook.c"))], check=True)
+    lib = ctypes.CDLL(str(out))
+    P, L, F, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+    for name, args in {"pos_bf16": [P, L, P], "cvt_bf16": [P, L, P], "top": [P, P, P, L, L, P],
+                       "norm": [P, L, L, P, P, P], "post": [P, P, L, L, P], "ratio": [P, P, L, P],
+                       "back": [P, P, L, P], "scale": [P, P, L, F, L, F, P]}.items():
+        getattr(lib, name).argtypes = args
+    lib.scale.restype = I
+    return lib
+
+
+def p(t):
+    return ctypes.c_void_p(t.data_ptr())
+
+
+class FusedASP:
+    """Replacement for ASP.after_backward on mlp(784,[400,400],10): same rule, fused element-wise work."""
+    def __init__(self, model, B=100, rows=800, eps=1.0):
+        self.lin = [m for m in model if isinstance(m, torch.nn.Linear)]
+        self.B, self.rows, self.eps = B, rows, eps
+        dims = [(l.out_features, l.in_features) for l in self.lin]
+        self.acc = [torch.zeros(o, i) for o, i in dims]
+        self.scale = [torch.ones(o) for o, i in dims]
+        self.div = [torch.empty(o) for o, i in dims]
+        self.pre = [torch.empty(rows, i, dtype=bf) for o, i in dims]
+        self.post = [torch.empty(rows, o, dtype=bf) for o, i in dims]
+        self.fill = 0
+        self.wp = [torch.empty(o, i, dtype=bf) for o, i in dims[:2]]
+        n1, n0 = dims[0]; n2 = dims[1][0]
+        self.D2 = torch.empty(B, n2); self.Pc2 = torch.empty(B, n2); self.sq2 = torch.empty(n2)
+        self.D1 = torch.empty(B, n1); self.Pc1 = torch.empty(B, n1); self.sq1 = torch.empty(n1)
+        self.D0 = torch.empty(B, n0); self.Pc0 = torch.empty(B, n0); self.sq0 = torch.empty(n0)
+        self.a1b = torch.empty(B, n1, dtype=bf); self.xb = torch.empty(B, n0, dtype=bf)
+        self.z2 = torch.empty(B, n2, dtype=bf); self.r2 = torch.empty(B, n2, dtype=bf); self.bk2 = torch.empty(B, n1, dtype=bf)
+        self.z1 = torch.empty(B, n1, dtype=bf); self.r1 = torch.empty(B, n1, dtype=bf); self.bk1 = torch.empty(B, n0, dtype=bf)
+        self.onehot = torch.zeros(B, 10)
+
+    def _scale(self, k, sq):
+        if K.scale(p(self.scale[k]), p(sq), self.scale[k].numel(), self.eps, self.B, 1e-4, p(self.div[k])):
+            # fold (as LazyOja): add this layer's pending rows, zero them, move the scale into acc
+            if self.fill:
+                self.acc[k].add_(self.post[k][:self.fill].t() @ self.pre[k][:self.fill])
+                self.post[k][:self.fill].zero_()
+            self.acc[k].mul_(self.div[k].view(-1, 1))
+            self.scale[k].fill_(1.0)
+            self.div[k].fill_(self.B / self.eps)
+
+    def row(self, t):  # pointer to row `fill` of buffer t
+        return ctypes.c_void_p(t.data_ptr() + self.fill * t.shape[1] * 2)
+
+    @torch.no_grad()
+    def after_backward(self, ctx):
+        x, a1, a2 = ctx.inputs[1].detach(), ctx.inputs[3].detach(), ctx.inputs[5].detach()  # Flatten,L1,ReLU,L2,ReLU,L3
+        y = ctx.y; B = self.B
+        W1, W2, W3 = (l.weight.detach() for l in self.lin)
+        K.pos_bf16(p(W1), W1.numel(), p(self.wp[0])); K.pos_bf16(p(W2), W2.numel(), p(self.wp[1]))
+        K.top(p(a2), p(W3), p(y), B, a2.shape[1], p(self.D2))
+        K.norm(p(self.D2), B, self.D2.shape[1], p(self.Pc2), self.row(self.pre[2]), p(self.sq2))
+        # L3 Oja: post = one-hot
+        oh = self.onehot.zero_().scatter_(1, y.view(-1, 1), 1.0)
+        self._scale(2, oh.sum(0)); K.post(p(oh), p(self.div[2]), B, 10, self.row(self.post[2]))
+        self._scale(1, self.sq2); K.post(p(self.Pc2), p(self.div[1]), B, self.Pc2.shape[1], self.row(self.post[1]))
+        # layer 2
+        K.cvt_bf16(p(a1), a1.numel(), p(self.a1b))
+        torch.mm(self.a1b, self.wp[1].t(), out=self.z2)
+        K.ratio(p(self.D2), p(self.z2), self.D2.numel(), p(self.r2))
+        torch.mm(self.r2, self.wp[1], out=self.bk2)
+        K.back(p(self.bk2), p(a1), a1.numel(), p(self.D1))
+        K.norm(p(self.D1), B, self.D1.shape[1], p(self.Pc1), self.row(self.pre[1]), p(self.sq1))
+        self._scale(0, self.sq1); K.post(p(self.Pc1), p(self.div[0]), B, self.Pc1.shape[1], self.row(self.post[0]))
+        # layer 1
+        K.cvt_bf16(p(x), x.numel(), p(self.xb))
+        torch.mm(self.xb, self.wp[0].t(), out=self.z1)
+        K.ratio(p(self.D1), p(self.z1), self.D1.numel(), p(self.r1))
+        torch.mm(self.r1, self.wp[0], out=self.bk1)
+        K.back(p(self.bk1), p(x), x.numel(), p(self.D0))
+        K.norm(p(self.D0), B, self.D0.shape[1], p(self.Pc0), self.row(self.pre[0]), p(self.sq0))
+        self.fill += B
+        if self.fill == self.rows:
+            for k in range(3):
+                self.acc[k].add_(self.post[k].t() @ self.pre[k])
+            self.fill = 0
+
+    def gamma(self, k):
+        out = self.acc[k].clone()
+        if self.fill:
+            out.add_(self.post[k][:self.fill].t() @ self.pre[k][:self.fill])
+        return out.mul_(self.scale[k].view(-1, 1))
+
+
+def main() -> None:
+    global K
+    import torchvision
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--rounds", type=int, default=80)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    K = _load()
+    ds = torchvision.datasets.MNIST(args.data_dir, train=True, download=False)
+    X = ds.data[:6400].float().div(255).view(-1, 1, 28, 28)
+    Y = ds.targets[:6400]
+    batches = [(X[i:i + 100], Y[i:i + 100]) for i in range(0, 6400, 100)]
+
+    def make(strategy: str, seed: int = 0) -> OnlineLearner:
+        torch.manual_seed(seed)
+        return OnlineLearner(mlp(784, [400, 400], 10), strategy=strategy, device="cpu", lam=1.0)
+
+    # the same rule: importance after 50 steps from the same start
+    ref, fused = make("asp", 1), make("asp", 1)
+    fz = FusedASP(fused.model)
+    fused._strategy.after_backward = fz.after_backward
+    for i in range(50):
+        ref.observe(*batches[i % 64])
+        fused.observe(*batches[i % 64])
+    for k, name in enumerate(ref._strategy._names):
+        g1, g2 = ref._strategy._oja[name].gamma(), fz.gamma(k)
+        print(f"{name}: relative L1 difference of the importance {float((g1 - g2).abs().sum() / g1.abs().sum()):.1e}")
+
+    learners = {"vanilla": make("vanilla"), "asp": make("asp"), "asp, fused C": make("asp")}
+    fz = FusedASP(learners["asp, fused C"].model)
+    learners["asp, fused C"]._strategy.after_backward = fz.after_backward
+    in_hook = {}
+    for name, learner in learners.items():
+        inner, total = learner._strategy.after_backward, [0.0]
+
+        def timed(ctx, inner=inner, total=total):
+            t0 = time.perf_counter()
+            inner(ctx)
+            total[0] += time.perf_counter() - t0
+
+        learner._strategy.after_backward, in_hook[name] = timed, total
+        for i in range(20):
+            learner.observe(*batches[i])
+        learner.mark_task_boundary()
+        for i in range(20):
+            learner.observe(*batches[i])
+    names = list(learners)
+    step = {s: [] for s in names}
+    hook = {s: [] for s in names}
+    for r in range(args.rounds):
+        for s in names[r % 3:] + names[: r % 3]:
+            in_hook[s][0] = 0.0
+            t0 = time.perf_counter()
+            for i in range(16):
+                learners[s].observe(*batches[(r * 16 + i) % 64])
+            step[s].append((time.perf_counter() - t0) / 16 * 1e3)
+            hook[s].append(in_hook[s][0] / 16 * 1e3)
+    base = np.median(step["vanilla"])
+    for s in names:
+        print(f"{s:14s} {np.median(step[s]):.3f} ms per step  x{np.median(step[s]) / base:.3f}  "
+              f"in the hook {np.median(hook[s]):.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
