@@ -98,26 +98,26 @@ class FusedASP:
         oh = self.onehot.zero_().scatter_(1, y.view(-1, 1), 1.0)
         self._scale(2, oh.sum(0)); K.post(p(oh), p(self.div[2]), B, 10, self.row(self.post[2]))
         self._scale(1, self.sq2); K.post(p(self.Pc2), p(self.div[1]), B, self.Pc2.shape[1], self.row(self.post[1]))
-        # layer 2
-        K.cvt_bf16(p(a1), a1.numel(), p(self.a1b))
-        torch.mm(self.a1b, self.wp[1].t(), out=self.z2)
-        K.ratio(p(self.D2), p(self.z2), self.D2.numel(), p(self.r2))
-        torch.mm(self.r2, self.wp[1], out=self.bk2)
-        K.back(p(self.bk2), p(a1), a1.numel(), p(self.D1))
+        # layer 2, then layer 1: EB with the positive weights, then the maps
+        self._eb(a1, self.a1b, self.wp[1], self.z2, self.r2, self.bk2, self.D2, self.D1)
         K.norm(p(self.D1), B, self.D1.shape[1], p(self.Pc1), self.row(self.pre[1]), p(self.sq1))
         self._scale(0, self.sq1); K.post(p(self.Pc1), p(self.div[0]), B, self.Pc1.shape[1], self.row(self.post[0]))
-        # layer 1
-        K.cvt_bf16(p(x), x.numel(), p(self.xb))
-        torch.mm(self.xb, self.wp[0].t(), out=self.z1)
-        K.ratio(p(self.D1), p(self.z1), self.D1.numel(), p(self.r1))
-        torch.mm(self.r1, self.wp[0], out=self.bk1)
-        K.back(p(self.bk1), p(x), x.numel(), p(self.D0))
+        self._eb(x, self.xb, self.wp[0], self.z1, self.r1, self.bk1, self.D1, self.D0)
         K.norm(p(self.D0), B, self.D0.shape[1], p(self.Pc0), self.row(self.pre[0]), p(self.sq0))
         self.fill += B
         if self.fill == self.rows:
             for k in range(3):
                 self.acc[k].add_(self.post[k].t() @ self.pre[k])
             self.fill = 0
+
+    @staticmethod
+    def _eb(a, a_low, wp, z, ratio, back, signal, out):
+        """``out = a * ((signal / (a W+^T)) W+)`` with the two products in bfloat16."""
+        K.cvt_bf16(p(a), a.numel(), p(a_low))
+        torch.mm(a_low, wp.t(), out=z)
+        K.ratio(p(signal), p(z), signal.numel(), p(ratio))
+        torch.mm(ratio, wp, out=back)
+        K.back(p(back), p(a), a.numel(), p(out))
 
     def gamma(self, k):
         out = self.acc[k].clone()
