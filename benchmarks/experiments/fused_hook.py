@@ -21,14 +21,14 @@ import argparse
 import ctypes
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asp_service.learning import OnlineLearner
 from asp_service.learning.models import mlp
+
+from ..step_cost import measure_step_cost
 
 bf = torch.bfloat16
 K = None
@@ -223,41 +223,17 @@ def main() -> None:
             diffs.append(f"{name} {float((g1 - g2).abs().sum() / g1.abs().sum()):.1e}")
         print(f"{label}: relative L1 difference of the importance from ASP's: {', '.join(diffs)}")
 
-    learners = {"vanilla": make("vanilla"), "asp": make("asp")}
-    for label, cls in variants.items():
-        learners[label] = make("asp")
-        learners[label]._strategy.after_backward = cls(learners[label].model).after_backward
-    in_hook = {}
-    for name, learner in learners.items():
-        inner, total = learner._strategy.after_backward, [0.0]
+    def make_timed(name: str) -> OnlineLearner:
+        learner = make("vanilla" if name == "vanilla" else "asp")
+        if name in variants:
+            learner._strategy.after_backward = variants[name](learner.model).after_backward
+        return learner
 
-        def timed(ctx, inner=inner, total=total):
-            t0 = time.perf_counter()
-            inner(ctx)
-            total[0] += time.perf_counter() - t0
-
-        learner._strategy.after_backward, in_hook[name] = timed, total
-        for i in range(20):
-            learner.observe(*batches[i])
-        learner.mark_task_boundary()
-        for i in range(20):
-            learner.observe(*batches[i])
-    names = list(learners)
-    step = {s: [] for s in names}
-    hook = {s: [] for s in names}
-    for r in range(args.rounds):
-        for s in names[r % len(names):] + names[: r % len(names)]:
-            in_hook[s][0] = 0.0
-            t0 = time.perf_counter()
-            for i in range(16):
-                learners[s].observe(*batches[(r * 16 + i) % 64])
-            step[s].append((time.perf_counter() - t0) / 16 * 1e3)
-            hook[s].append(in_hook[s][0] / 16 * 1e3)
-    base = np.median(step["vanilla"])
-    for s in names:
-        print(f"{s:28s} {np.median(step[s]):.3f} ms per step  x{np.median(step[s]) / base:.3f}  "
-              f"in the hook {np.median(hook[s]):.3f} ms")
-
+    # the step-cost benchmark's own interleaved timing (16-step blocks, anchored, hook time)
+    res = measure_step_cost(make_timed, ["asp", *variants], batches, repeats=args.rounds)["strategies"]
+    for name, v in res.items():
+        print(f"{name:28s} {1e3 * v['median_s']:.3f} ms per step  x{v['ratio_to_vanilla']:.3f}  "
+              f"in the hook {1e3 * v['after_backward_median_s']:.3f} ms")
 
 if __name__ == "__main__":
     main()
