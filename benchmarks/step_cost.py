@@ -161,11 +161,13 @@ def asp_products(learner, batch_size: int) -> Callable[[], None]:
     it) on fixed operands of the right shapes, so the time is that of the products alone: an
     implementation with dense products and no other work at all would still spend it (only
     skipping structure, such as input columns that are zero across a batch, could do less).
+    With ``importance_stride = k`` the products run on the ``ceil(B / k)`` samples ASP attends to.
     """
     from asp_service.learning.strategies.asp import PRECISIONS
 
     linears = [m for m in learner.model.modules() if isinstance(m, torch.nn.Linear)]
     dtype = PRECISIONS[learner.hyperparameters["precision"]] or linears[0].weight.dtype
+    rows = len(range(0, batch_size, learner.hyperparameters.get("importance_stride", 1)))
     gen = torch.Generator().manual_seed(0)
     ops = []
     for i, layer in enumerate(linears):
@@ -176,9 +178,9 @@ def asp_products(learner, batch_size: int) -> Callable[[], None]:
         else:
             w = w.clamp(min=0).to(dtype)
         out_f, in_f = w.shape
-        a = torch.rand(batch_size, in_f, generator=gen).to(w.dtype)
-        r = torch.rand(batch_size, out_f, generator=gen).to(w.dtype)
-        post_t = torch.rand(out_f // (2 if top else 1), batch_size, generator=gen).to(w.dtype)
+        a = torch.rand(rows, in_f, generator=gen).to(w.dtype)
+        r = torch.rand(rows, out_f, generator=gen).to(w.dtype)
+        post_t = torch.rand(out_f // (2 if top else 1), rows, generator=gen).to(w.dtype)
         ops.append((a, w, r, post_t))
 
     def run() -> None:

@@ -205,3 +205,31 @@ def test_precision_auto_resolves_and_both_precisions_learn_alike():
     ge, gl = exact._strategy.gamma, low._strategy.gamma
     for k in ge:
         assert float((gl[k] - ge[k]).abs().sum() / ge[k].abs().sum()) < 2e-2
+
+
+def test_importance_stride_applies_the_rule_to_every_kth_sample():
+    """importance_stride=k: one step's importance is the rule applied to x[::k] (training uses all)."""
+    (x, y), = batches(1, b=17)
+    strided, subset = make("asp", precision="float32", importance_stride=3), make("asp", precision="float32")
+    assert strided.hyperparameters["importance_stride"] == 3 and subset.hyperparameters["importance_stride"] == 1
+    strided.observe(x, y)
+    subset.observe(x[::3], y[::3])  # same initial weights; importance is taken before the optimizer step
+    gs, gu = strided._strategy.gamma, subset._strategy.gamma
+    for k in gu:
+        assert gu[k].abs().sum() > 0
+        torch.testing.assert_close(gs[k], gu[k], rtol=1e-5, atol=1e-9)
+    # training still sees the whole batch: the weights differ from a step on the subset
+    assert any(not torch.equal(a, b) for a, b in zip(weights(strided).values(), weights(subset).values()))
+    # and a restored learner continues identically
+    clone = make("asp", precision="float32", importance_stride=3, seed=5)
+    clone.load_state_dict(strided.state_dict())
+    x2, y2 = batches(1, seed=2, b=17)[0]
+    strided.observe(x2, y2), clone.observe(x2, y2)
+    for k, g in strided._strategy.gamma.items():
+        assert torch.equal(g, clone._strategy.gamma[k])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_importance_stride_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError):
+        make("asp", importance_stride=bad)

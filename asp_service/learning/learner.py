@@ -124,8 +124,9 @@ class OnlineLearner:
         Skip (and report) steps whose loss or gradient is not finite, so extreme inputs can never
         turn the weights into NaN.
     **strategy_args:
-        The strategy's own hyperparameters (ASP: ``eps``, ``normalize``, ``reset_on_anchor``;
-        EWC: ``fisher_samples``, ``fisher_labels``; SI: ``xi``; MAS: ``samples``).
+        The strategy's own hyperparameters (ASP: ``eps``, ``normalize``, ``reset_on_anchor``,
+        ``precision``, ``importance_stride``; EWC: ``fisher_samples``, ``fisher_labels``; SI: ``xi``;
+        MAS: ``samples``).
     """
 
     def __init__(
