@@ -233,3 +233,18 @@ def test_importance_stride_applies_the_rule_to_every_kth_sample():
 def test_importance_stride_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError):
         make("asp", importance_stride=bad)
+
+
+def test_adam_is_fused_and_a_checkpoint_from_the_unfused_optimizer_continues_alike():
+    a = make("asp")
+    assert a.optimizer.param_groups[0]["fused"] is True
+    train(a, batches(3), None)
+    state = a.state_dict()
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None  # as written before the optimizer was fused
+    b = make("asp", seed=7)
+    b.load_state_dict(state)
+    assert b.optimizer.param_groups[0]["fused"] is True
+    train(a, batches(2, seed=3), None), train(b, batches(2, seed=3), None)
+    for k, v in weights(a).items():
+        assert torch.equal(v, weights(b)[k])
