@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -520,10 +521,26 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _environment() -> dict:
+def _code_version() -> dict:
+    """The commit of the code this process runs, and whether its code (the package, the benchmarks,
+    pyproject.toml) differed from that commit; None for both outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--", "asp_service", "benchmarks", "pyproject.toml"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _environment(code: dict) -> dict:
     return {"torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "argv": sys.argv[1:]}
+            "cpu_count": os.cpu_count(), "argv": sys.argv[1:], **code}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -540,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     cli = _cli(args)
+    code = _code_version()  # at the start: the code that runs, even if the tree changes meanwhile
     started = time.perf_counter()
     if args.measure == "step-cost":
         report: dict = {"measure": "step-cost", "step_cost": run_step_cost(args)}
@@ -550,7 +568,7 @@ def _run(args: argparse.Namespace) -> int:
         report["complete"] = True
         name = "results.json"
     report["args"] = cli
-    report["environment"] = _environment()
+    report["environment"] = _environment(code)
     report["elapsed_s"] = time.perf_counter() - started
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,11 @@ def table(folder: Path, *, sweep: bool = False) -> str:
     title = f"{args['scenario']} / {args['dataset']}, {args['tasks']} tasks"
     if args.get("task_free"):
         title += f", task-free ({args['anchoring']}" + (f", every {args['anchor_every']}" if args.get("anchor_every") else "") + ")"
-    lines = [f"**{title}** (`{folder}`)", "",
+    env = res.get("environment", {})
+    made = f", commit {env['commit'][:7]}{' + changes' if env.get('dirty') else ''}" if env.get("commit") else ""
+    # label the rows with the swept values when asked, or when a strategy has several rows
+    sweep = sweep or len({s["strategy"] for s in res["summary"]}) < len(res["summary"])
+    lines = [f"**{title}** (`{folder}`{made})", "",
              "| strategy | lam | ACC % | BWT % | seeds | anchors | train s (median) |",
              "|---|---|---|---|---|---|---|"]
     for s in res["summary"]:

@@ -80,6 +80,8 @@ def test_end_to_end_permuted_writes_json_and_figures(tmp_path, capsys):
     assert len(res["R"]) == 2 and len(res["R"][0]) == 2 and len(res["curve"]) == 2
     assert 0.0 <= res["acc"] <= 1.0 and len(res["prequential"]) == 4
     assert report["environment"]["threads"] == 1 and report["complete"] is True
+    env = report["environment"]  # the code that made it: a commit (this test runs in a checkout) or None
+    assert env["commit"] is None or len(env["commit"]) == 40 and isinstance(env["dirty"], bool)
     for name in ("average_accuracy.png", "per_task_accuracy.png", "prequential.png",
                  "attention.png"):
         data = (out / name).read_bytes()
