@@ -13,6 +13,7 @@ step=${1:-all}
 PERMUTED="--set asp.lam=1 --set ewc.lam=30 --set online_ewc.lam=100 --set si.lam=3 --set mas.lam=0.003"
 SPLIT="--set asp.lam=3000 --set ewc.lam=100000 --set online_ewc.lam=1000000 --set si.lam=300 --set mas.lam=0.3"
 ALL=vanilla,asp,ewc,online_ewc,si,mas
+SEEDS10=0,1,2,3,4,5,6,7,8,9   # the final tables and the task-free runs; sweeps use seed 0
 
 if [[ $step == all || $step == sweeps ]]; then
   $B --scenario permuted --dataset mnist --seeds 0 --strategies asp,ewc,online_ewc,si,mas \
@@ -33,20 +34,20 @@ if [[ $step == all || $step == sweeps ]]; then
 fi
 if [[ $step == all || $step == taskfree ]]; then
   # boundaries hidden; ASP at its task-aware strength, and the service's anchoring swept
-  $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --task-free --anchoring drift \
+  $B --scenario permuted --dataset mnist --seeds $SEEDS10 --strategies asp --task-free --anchoring drift \
      --set asp.lam=1 --out $R/taskfree-drift-permuted-mnist
-  $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --task-free --anchoring periodic \
+  $B --scenario permuted --dataset mnist --seeds $SEEDS10 --strategies asp --task-free --anchoring periodic \
      --anchor-every 20000 --set asp.lam=1 --out $R/taskfree-periodic-permuted-mnist
   $B --scenario permuted --dataset mnist --seeds 0 --strategies asp --task-free --anchoring periodic+drift \
      --anchor-every 5000 --sweep asp.lam=0.3,1,3,10,30 --out $R/sweep-taskfree-permuted-mnist
-  $B --scenario permuted --dataset mnist --seeds 0,1,2 --strategies asp --task-free --anchoring periodic+drift \
+  $B --scenario permuted --dataset mnist --seeds $SEEDS10 --strategies asp --task-free --anchoring periodic+drift \
      --anchor-every 5000 --set asp.lam=0.3 --out $R/taskfree-periodic-drift-permuted-mnist
 fi
 if [[ $step == all || $step == final ]]; then
   for ds in mnist fashion; do
-    $B --scenario permuted --dataset $ds --seeds 0,1,2 --strategies $ALL $PERMUTED \
+    $B --scenario permuted --dataset $ds --seeds $SEEDS10 --strategies $ALL $PERMUTED \
        --attention-figure --out $R/permuted-$ds
-    $B --scenario split-task --dataset $ds --seeds 0,1,2 --strategies $ALL $SPLIT --out $R/split-task-$ds
+    $B --scenario split-task --dataset $ds --seeds $SEEDS10 --strategies $ALL $SPLIT --out $R/split-task-$ds
   done
 fi
 if [[ $step == all || $step == fashion-sweep ]]; then
@@ -61,11 +62,21 @@ if [[ $step == all || $step == precision ]]; then
   $B --scenario split-task --dataset mnist --seeds 0,1,2 --strategies asp --set asp.lam=3000 \
      --sweep asp.precision=float32,bfloat16 --out $R/asp-precision-split-task
 fi
+if [[ $step == all || $step == stride ]]; then
+  # ASP's importance_stride option (attention on every k-th sample): accuracy, then step cost
+  $B --scenario permuted --dataset mnist --seeds $SEEDS10 --strategies asp --set asp.lam=1 \
+     --sweep asp.importance_stride=1,2,4 --out $R/asp-stride-permuted
+  $B --scenario split-task --dataset mnist --seeds $SEEDS10 --strategies asp --set asp.lam=3000 \
+     --sweep asp.importance_stride=1,2,4 --out $R/asp-stride-split-task
+fi
 if [[ $step == all || $step == step-cost ]]; then
   $B --measure step-cost --dataset mnist --strategies asp,ewc,online_ewc,si,mas $PERMUTED \
      --sweep asp.precision=float32,auto --repeats 100 --out $R/step-cost
   # ASP alone against vanilla: two learners in the rotation keep both caches warmer
   $B --measure step-cost --dataset mnist --strategies asp --set asp.lam=1 --repeats 100 --out $R/step-cost-pair
+  # ASP's importance_stride option side by side
+  $B --measure step-cost --dataset mnist --strategies asp --set asp.lam=1 --sweep asp.importance_stride=1,2,4 \
+     --repeats 100 --out $R/step-cost-stride
 fi
 if [[ $step == all || $step == service ]]; then
   .venv/bin/python -m benchmarks.service_bench --data-dir $D --long-stream-s 130 --out $R/service-bench/service_bench.json
