@@ -523,7 +523,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 def _code_version() -> dict:
     """The commit of the code this process runs, and whether its code (the package, the benchmarks,
-    pyproject.toml) differed from that commit; None for both outside a git checkout."""
+    pyproject.toml; not their Markdown) differed from that commit; None for both outside git."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*a: str) -> str:
@@ -532,7 +532,8 @@ def _code_version() -> dict:
 
     try:
         return {"commit": git("rev-parse", "HEAD"),
-                "dirty": bool(git("status", "--porcelain", "--", "asp_service", "benchmarks", "pyproject.toml"))}
+                "dirty": bool(git("status", "--porcelain", "--", "asp_service", "benchmarks", "pyproject.toml",
+                                  ":(exclude)*.md"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 

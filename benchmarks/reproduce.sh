@@ -68,6 +68,9 @@ if [[ $step == all || $step == stride ]]; then
      --sweep asp.importance_stride=1,2,4 --out $R/asp-stride-permuted
   $B --scenario split-task --dataset mnist --seeds $SEEDS10 --strategies asp --set asp.lam=3000 \
      --sweep asp.importance_stride=1,2,4 --out $R/asp-stride-split-task
+  # stride 1 on Fashion is the final table's ASP row (same seeds, same code)
+  $B --scenario permuted --dataset fashion --seeds $SEEDS10 --strategies asp --set asp.lam=1 \
+     --set asp.importance_stride=4 --out $R/asp-stride-permuted-fashion
 fi
 if [[ $step == all || $step == step-cost ]]; then
   $B --measure step-cost --dataset mnist --strategies asp,ewc,online_ewc,si,mas $PERMUTED \
