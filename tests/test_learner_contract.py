@@ -229,7 +229,7 @@ def test_importance_stride_applies_the_rule_to_every_kth_sample():
         assert torch.equal(g, clone._strategy.gamma[k])
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None, "x"])
 def test_importance_stride_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError):
         make("asp", importance_stride=bad)

@@ -90,7 +90,11 @@ class ASP(Strategy):
             raise ValueError("normalize must be 'sum' or 'max'")
         self.normalize = normalize
         self.reset_on_anchor = bool(reset_on_anchor)
-        if isinstance(importance_stride, bool) or int(importance_stride) != importance_stride or importance_stride < 1:
+        try:
+            ok = not isinstance(importance_stride, bool) and int(importance_stride) == importance_stride >= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ValueError(f"importance_stride must be an integer >= 1, got {importance_stride!r}")
         self.importance_stride = int(importance_stride)
         device = next(iter(params.values())).device
