@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark figure in the README, in the order it was produced. Each step writes
 # results.json and figures under docs/results/<name>/. Needs MNIST and Fashion-MNIST in
-# torchvision's layout under $ASP_DATA_DIR (default ../shared/data). About 2 hours on 2 cores.
+# torchvision's layout under $ASP_DATA_DIR (default ../shared/data). About 3 hours on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${ASP_DATA_DIR:-../shared/data}
