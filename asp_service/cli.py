@@ -2,6 +2,7 @@
 
     asp-service serve                       # gRPC on :9000, metrics on :8080, checkpoints in ./checkpoints
     asp-service serve --strategy ewc --predictors 2 --device cuda
+    asp-service serve --set lam=0.3 --set importance_stride=4   # the learner's hyperparameters
 
 Ctrl-C (or SIGTERM) writes a final checkpoint, shuts Serve and Ray down and exits 0.
 """
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--predictors", type=int, default=0, help="extra predictor replicas (scale-out)")
     serve.add_argument("--hidden", type=_hidden, default=[400, 400], help="hidden widths, e.g. 400,400")
     serve.add_argument("--anchor-every", type=int, default=5000, help="samples between periodic anchors")
+    serve.add_argument("--set", dest="hparams", action="append", default=[], metavar="NAME=VALUE",
+                       help="a hyperparameter of the learner or its strategy (repeatable), e.g. lam=0.3, "
+                            "importance_stride=4; see OnlineLearner")
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     serve.add_argument("--writer-token-file", default=os.environ.get("ASP_WRITER_TOKEN_FILE"),
                        help="bearer tokens (one per line) for Train, TrainBatch, Checkpoint, Reanchor and reads "
@@ -48,17 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_from_args(args: argparse.Namespace):
+    """The validated ServiceConfig; a learner is built once on the CPU so that a bad ``--set``
+    fails here, before Ray starts, with the learner's own message."""
+    from asp_service.params import parse_assignments
+    from asp_service.serving.config import ServiceConfig
+    from asp_service.serving.service import build_learner
+
+    try:
+        hparams = parse_assignments(args.hparams)
+        config = ServiceConfig(strategy=args.strategy, device=args.device, checkpoint_dir=args.checkpoint_dir or None,
+                               checkpoint_every_s=args.checkpoint_every, predictors=args.predictors,
+                               checkpoint_every_samples=args.checkpoint_every_samples or None,
+                               hidden=args.hidden, anchor_every=args.anchor_every, hparams=hparams,
+                               writer_token_file=args.writer_token_file or None,
+                               reader_token_file=args.reader_token_file or None)
+        build_learner(config, "cpu")
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"asp-service: invalid settings: {exc}") from None
+    return config
+
+
 def serve_forever(args: argparse.Namespace) -> int:
     from asp_service.serving.auth import TokenAuth
-    from asp_service.serving.config import ServiceConfig
     from asp_service.serving.server import start_service
 
-    config = ServiceConfig(strategy=args.strategy, device=args.device, checkpoint_dir=args.checkpoint_dir or None,
-                           checkpoint_every_s=args.checkpoint_every, predictors=args.predictors,
-                           checkpoint_every_samples=args.checkpoint_every_samples or None,
-                           hidden=args.hidden, anchor_every=args.anchor_every,
-                           writer_token_file=args.writer_token_file or None,
-                           reader_token_file=args.reader_token_file or None)
+    config = config_from_args(args)
     auth = TokenAuth.from_sources(writer_token_file=config.writer_token_file,  # fail before Ray starts
                                   reader_token_file=config.reader_token_file)
     service = start_service(config, grpc_port=args.port, metrics_port=args.metrics_port, num_cpus=args.num_cpus)

@@ -42,6 +42,7 @@ import torch
 
 from asp_service.data import SCENARIOS, iterate_task, make_scenario, to_float
 from asp_service.evaluation import RunEvent, run_continual
+from asp_service.params import parse_value
 
 __all__ = ["main", "parse_args", "parse_overrides", "parse_sweeps", "build_configs", "Config"]
 
@@ -50,21 +51,6 @@ ANCHORING = ("task", "periodic", "drift", "periodic+drift", "none")
 
 
 # ---------------------------------------------------------------------------- arguments
-def parse_value(text: str) -> Any:
-    """'100' -> 100, '1e-3' -> 0.001, 'true' -> True, 'none' -> None, else the string."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
 def _split_key(item: str, flag: str) -> tuple[str, str, str]:
     if "=" not in item or "." not in item.split("=", 1)[0]:
         raise ValueError(f"{flag} expects strategy.param=value, got {item!r}")

@@ -17,6 +17,7 @@ SERVICE_ARGS = dict(
     hidden=[64], device="cpu", minibatch=50, anchor_every=1000, probe_size=64, holdout_every=5,
     min_regime_samples=200, evaluate_every_s=0.5, publish_every_s=0.05, checkpoint_every_s=3600,
     max_samples_per_message=2048, max_message_bytes=4 * 1024 * 1024, num_cpus=1,
+    hparams={"lam": 2.0},  # not the default: test_status_reports_learner_state checks it reaches the learner
 )
 
 

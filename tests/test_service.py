@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import grpc
 import numpy as np
@@ -96,7 +97,7 @@ def test_status_reports_learner_state(client, batches):
     """Status carries counters, strategy and hyperparameters, drift, importance and the regimes."""
     list(client.train(batches(3)))
     status = client.status()
-    assert status.strategy == "asp" and "lam" in status.hyperparameters
+    assert status.strategy == "asp" and json.loads(status.hyperparameters["lam"]) == 2.0  # ServiceConfig.hparams
     assert status.samples_seen > 0 and status.batches_seen > 0 and status.model_version > 0
     assert status.drift.detector and "threshold" in status.drift.values
     assert {layer.layer for layer in status.importance} and all(0 <= i.nonzero_frac <= 1 for i in status.importance)

@@ -55,3 +55,13 @@ def test_refused_request_exits_non_zero_with_the_reason(service, capsys, tmp_pat
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
     assert main(["--target", service.target, "predict", str(path), "--top-k", "11"]) == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+def test_serve_set_passes_hyperparameters_and_refuses_bad_ones_before_ray_starts():
+    from asp_service.cli import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["serve", "--set", "lam=0.3", "--set", "importance_stride=4"]))
+    assert config.hparams == {"lam": 0.3, "importance_stride": 4}
+    for bad in (["--set", "nope=1"], ["--set", "importance_stride=0"], ["--set", "lam"]):
+        with pytest.raises(SystemExit, match="invalid settings"):
+            config_from_args(build_parser().parse_args(["serve", *bad]))

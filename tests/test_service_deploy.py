@@ -24,13 +24,14 @@ def test_serve_config_is_valid_and_points_at_this_code(name):
 
     from asp_service.serving.config import ServiceConfig
     from asp_service.serving.grpc_servicer import SERVICER_FUNCTION
+    from asp_service.serving.service import build_learner
 
     config = serve_configs()[name]
     ServeDeploySchema.model_validate(config) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(config)
     assert config["grpc_options"]["grpc_servicer_functions"] == [SERVICER_FUNCTION]
     (app,) = config["applications"]
     assert app["import_path"] == "asp_service.serving.deployment:build_app" and app["route_prefix"]
-    ServiceConfig(**app["args"])
+    build_learner(ServiceConfig(**app["args"]), "cpu")  # hparams included: the learner accepts them
 
 
 @pytest.mark.parametrize("name", list(serve_configs()))
