@@ -42,6 +42,7 @@ import torch
 
 from asp_service.data import SCENARIOS, iterate_task, make_scenario, to_float
 from asp_service.evaluation import RunEvent, run_continual
+from asp_service.learning.strategies.asp import cpu_has_native_bfloat16
 from asp_service.params import parse_value
 
 __all__ = ["main", "parse_args", "parse_overrides", "parse_sweeps", "build_configs", "Config"]
@@ -480,7 +481,7 @@ def run_step_cost(args: argparse.Namespace) -> dict:
     finally:
         bar.close()
     print(f"\nstep cost per observe(): batch {res['batch_size']}, threads {res['threads']}, "
-          f"{res['repeats']} interleaved rounds of {res['block']} steps")
+          f"{res['repeats']} interleaved rounds of {res['block']} steps; CPU: {_cpu_text(_cpu())}")
     rows = [*res["strategies"].items(), *res["probes"].items()]
     w = max(24, *(len(s) + 1 for s, _ in rows))
     print(f"{'strategy':<{w}} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} {'x vanilla':>10} "
@@ -524,9 +525,29 @@ def _code_version() -> dict:
         return {"commit": None, "dirty": None}
 
 
+def _cpu() -> dict:
+    """What decides the step cost on this CPU: its model, the vector extension torch's kernels use
+    and whether it multiplies bfloat16 natively (ASP's ``precision="auto"`` follows that)."""
+    model = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bfloat16": cpu_has_native_bfloat16()}
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _cpu_text(cpu: dict) -> str:
+    return f"{cpu['model']}, {cpu['capability']}, {'' if cpu['native_bfloat16'] else 'no '}native bfloat16"
+
+
 def _environment(code: dict) -> dict:
     return {"torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "threads": torch.get_num_threads(),
+            "platform": platform.platform(), "cpu": _cpu(), "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "argv": sys.argv[1:], **code}
 
 

@@ -73,13 +73,18 @@ if [[ $step == all || $step == stride ]]; then
      --set asp.importance_stride=4 --out $R/asp-stride-permuted-fashion
 fi
 if [[ $step == all || $step == step-cost ]]; then
+  # Step costs depend on the CPU: runs on a CPU whose torch kernels use AVX-512 write the folders
+  # named below, others add the vector extension to the name (docs/results/step-cost-avx2, ...).
+  CAP=$(.venv/bin/python -c "import torch; print(torch.backends.cpu.get_cpu_capability().lower())")
+  S=$R/step-cost; [[ $CAP == avx512 ]] || S=$R/step-cost-$CAP
+  # precision: ASP's default ("auto") is bfloat16 where the CPU has it natively, float32 elsewhere
   $B --measure step-cost --dataset mnist --strategies asp,ewc,online_ewc,si,mas $PERMUTED \
-     --sweep asp.precision=float32,auto --repeats 100 --out $R/step-cost
+     --sweep asp.precision=float32,bfloat16 --repeats 100 --out $S
   # ASP alone against vanilla: two learners in the rotation keep both caches warmer
-  $B --measure step-cost --dataset mnist --strategies asp --set asp.lam=1 --repeats 100 --out $R/step-cost-pair
+  $B --measure step-cost --dataset mnist --strategies asp --set asp.lam=1 --repeats 100 --out $S-pair
   # ASP's importance_stride option side by side
   $B --measure step-cost --dataset mnist --strategies asp --set asp.lam=1 --sweep asp.importance_stride=1,2,4 \
-     --repeats 100 --out $R/step-cost-stride
+     --repeats 100 --out $S-stride
 fi
 if [[ $step == all || $step == service ]]; then
   .venv/bin/python -m benchmarks.service_bench --data-dir $D --long-stream-s 130 --out $R/service-bench/service_bench.json

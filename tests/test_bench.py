@@ -7,8 +7,9 @@ import json
 from importlib.metadata import entry_points
 
 import pytest
+import torch
 
-from benchmarks.bench import (build_configs, main, parse_args, parse_overrides, parse_sweeps,
+from benchmarks.bench import (_cpu, build_configs, main, parse_args, parse_overrides, parse_sweeps,
                               parse_value)
 
 pytest.importorskip("asp_service.learning")
@@ -82,6 +83,9 @@ def test_end_to_end_permuted_writes_json_and_figures(tmp_path, capsys):
     assert report["environment"]["threads"] == 1 and report["complete"] is True
     env = report["environment"]  # the code that made it: a commit (this test runs in a checkout) or None
     assert env["commit"] is None or len(env["commit"]) == 40 and isinstance(env["dirty"], bool)
+    # the CPU that made it (step costs differ between CPUs; ASP's precision follows native bfloat16)
+    assert env["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(env["cpu"]["model"], str) and isinstance(env["cpu"]["native_bfloat16"], bool)
     for name in ("average_accuracy.png", "per_task_accuracy.png", "prequential.png",
                  "attention.png"):
         data = (out / name).read_bytes()
@@ -115,4 +119,5 @@ def test_step_cost_interleaved(tmp_path, capsys):
     assert 0 < asp["after_backward_median_s"] < asp["median_s"]
     assert report["strategies"]["vanilla"]["ratio_to_vanilla"] == pytest.approx(1.0)
     assert report["strategies"]["asp"]["n"] == 6 and report["threads"] == 1 and report["block"] == 3
-    assert "x vanilla" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "x vanilla" in printed and f"CPU: {_cpu()['model']}" in printed

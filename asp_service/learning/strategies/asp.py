@@ -49,7 +49,8 @@ from .base import StepContext, Strategy, check_positive
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
-def _cpu_has_native_bfloat16() -> bool:
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this x86 CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), from /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()
@@ -67,7 +68,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float32"
-    return "bfloat16" if device.type == "cpu" and _cpu_has_native_bfloat16() else "float32"
+    return "bfloat16" if device.type == "cpu" and cpu_has_native_bfloat16() else "float32"
 
 
 class ASP(Strategy):
