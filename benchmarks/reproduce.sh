@@ -72,6 +72,8 @@ if [[ $step == all || $step == stride ]]; then
   # stride 1 on Fashion is the final table's ASP row (same seeds, same code)
   $B --scenario permuted --dataset fashion --seeds $SEEDS10 --strategies asp --set asp.lam=1 \
      --set asp.importance_stride=4 --out $R/asp-stride-permuted-fashion
+  $B --scenario split-task --dataset fashion --seeds $SEEDS10 --strategies asp --set asp.lam=3000 \
+     --sweep asp.importance_stride=1,4 --out $R/asp-stride-split-task-fashion
   # a harder case for subsampling: task-free, an anchor every 5,000 samples (50 steps per segment)
   $B --scenario permuted --dataset mnist --seeds $SEEDS10 --strategies asp --task-free --anchoring periodic+drift \
      --anchor-every 5000 --set asp.lam=0.3 --sweep asp.importance_stride=1,4 --out $R/asp-stride-taskfree-periodic-drift
