@@ -48,57 +48,14 @@ int scale(float *s, const float *sq, long n, float eps, long B, float floor_, fl
   return 0;
 }
 
-/* ---- sparse first layer: the input x is mostly exact zeros (MNIST: 19 % of pixels are not) ----
-   Exact for the rule: a zero input contributes nothing to Z, gets no signal back (D0 = x * ...),
-   and its map entry, hence its Hebbian term, is 0. W+ is kept transposed (in x out) so that a
-   pixel's weights are one contiguous row. */
+// ---- sparse first layer (SparseFirstLayer): W+ transposed, in bfloat16 ----
+#define W_T bf16
+#define W_STORE(v) f2b(v)
+#define W_LOAD(v) b2f(v)
+#include "sparse_kernels.h"
 
-// WT[j*out + i] = bf16(max(W[i*in + j], 0)), in 32x32 tiles
-void pos_T(const float *W, long out, long in, bf16 *WT) {
-  for (long i0 = 0; i0 < out; i0 += 32)
-    for (long j0 = 0; j0 < in; j0 += 32)
-      for (long j = j0; j < j0 + 32 && j < in; j++)
-        for (long i = i0; i < i0 + 32 && i < out; i++) { float v = W[i * in + j]; WT[j * out + i] = f2b(v > 0 ? v : 0.f); }
-}
-// z[b,:] = sum_{j: x[b,j] != 0} x[b,j] * WT[j,:]   (float32 accumulation)
-void z_sparse(const float *x, const bf16 *WT, long B, long in, long out, float *z) {
-  for (long b = 0; b < B; b++) {
-    float *zb = z + b * out; const float *xb = x + b * in;
-    for (long i = 0; i < out; i++) zb[i] = 0.f;
-    for (long j = 0; j < in; j++) {
-      float v = xb[j]; if (v == 0.f) continue;
-      const bf16 *w = WT + j * out;
-      for (long i = 0; i < out; i++) zb[i] += v * b2f(w[i]);
-    }
-  }
-}
 // ratio (float32) = D / max(z, tiny)
 void ratio_f32(const float *D, const float *z, long m, float *out) { for (long i = 0; i < m; i++) out[i] = D[i] / (z[i] > TINY ? z[i] : TINY); }
-// D0[b,j] = x[b,j] * dot(r[b,:], WT[j,:]) where x[b,j] != 0, else 0
-void back_sparse(const float *x, const float *r, const bf16 *WT, long B, long in, long out, float *D0) {
-  for (long b = 0; b < B; b++) {
-    const float *xb = x + b * in, *rb = r + b * out; float *d = D0 + b * in;
-    for (long j = 0; j < in; j++) {
-      float v = xb[j]; if (v == 0.f) { d[j] = 0.f; continue; }
-      const bf16 *w = WT + j * out; float s = 0.f;
-      for (long i = 0; i < out; i++) s += rb[i] * b2f(w[i]);
-      d[j] = v * s;
-    }
-  }
-}
-// accT[j,:] += sum_b pre[b,j] * post[b,:] over the non-zero pre[b,j], pixel by pixel
-void hebb_T(const float *pre, const float *post, long B, long in, long out, float *accT, float *tmp) {
-  for (long j = 0; j < in; j++) {
-    int any = 0;
-    for (long b = 0; b < B; b++) {
-      float v = pre[b * in + j]; if (v == 0.f) continue;
-      const float *pb = post + b * out;
-      if (!any) { for (long i = 0; i < out; i++) tmp[i] = v * pb[i]; any = 1; }
-      else for (long i = 0; i < out; i++) tmp[i] += v * pb[i];
-    }
-    if (any) { float *a = accT + j * out; for (long i = 0; i < out; i++) a[i] += tmp[i]; }
-  }
-}
 // post rows in float32: out = Pc / div
 void post_f32(const float *Pc, const float *div, long B, long n, float *out) {
   for (long b = 0; b < B; b++) for (long j = 0; j < n; j++) out[b * n + j] = Pc[b * n + j] / div[j];
