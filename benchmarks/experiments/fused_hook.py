@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,32 +27,18 @@ from asp_service.learning import OnlineLearner
 from asp_service.learning.models import mlp
 
 from ..step_cost import measure_step_cost
+from . import F, I, L, P, SPARSE_KERNELS, compile_c
+from . import ptr as p
 
 bf = torch.bfloat16
 K = None
 
 
 def _load() -> ctypes.CDLL:
-    out = Path(tempfile.mkdtemp()) / "fused_hook.so"
-    # reassociation lets gcc vectorize the sums (dot products, row sums)
-    subprocess.run(["gcc", "-O3", "-march=native", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math",
-                    "-shared", "-fPIC", "-o", str(out),
-                    str(Path(__file__).with_name("fused_hook.c"))], check=True)
-    lib = ctypes.CDLL(str(out))
-    P, L, F, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
-    for name, args in {"pos_bf16": [P, L, P], "cvt_bf16": [P, L, P], "top": [P, P, P, L, L, P],
-                       "norm": [P, L, L, P, P, P], "post": [P, P, L, L, P], "ratio": [P, P, L, P],
-                       "back": [P, P, L, P], "scale": [P, P, L, F, L, F, P], "pos_T": [P, L, L, P],
-                       "z_sparse": [P, P, L, L, L, P], "ratio_f32": [P, P, L, P],
-                       "back_sparse": [P, P, P, L, L, L, P], "hebb_T": [P, P, L, L, L, P, P],
-                       "post_f32": [P, P, L, L, P]}.items():
-        getattr(lib, name).argtypes = args
-    lib.scale.restype = I
-    return lib
-
-
-def p(t):
-    return ctypes.c_void_p(t.data_ptr())
+    return compile_c(Path(__file__).with_suffix(".c"), {
+        "pos_bf16": [P, L, P], "cvt_bf16": [P, L, P], "top": [P, P, P, L, L, P], "norm": [P, L, L, P, P, P],
+        "post": [P, P, L, L, P], "ratio": [P, P, L, P], "back": [P, P, L, P], "scale": [P, P, L, F, L, F, P],
+        "ratio_f32": [P, P, L, P], "post_f32": [P, P, L, L, P], **SPARSE_KERNELS}, {"scale": I})
 
 
 class FusedASP:

@@ -19,30 +19,13 @@ It checks that both give the same ``Z`` and signal, then prints medians::
 from __future__ import annotations
 
 import argparse
-import ctypes
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def _load() -> ctypes.CDLL:
-    out = Path(tempfile.mkdtemp()) / "sparse_first_layer.so"
-    subprocess.run(["gcc", "-O3", "-march=native", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math",
-                    "-shared", "-fPIC", "-o", str(out), str(Path(__file__).with_suffix(".c"))], check=True)
-    lib = ctypes.CDLL(str(out))
-    P, L = ctypes.c_void_p, ctypes.c_long
-    for name, args in {"pos_T": [P, L, L, P], "z_sparse": [P, P, L, L, L, P],
-                       "back_sparse": [P, P, P, L, L, L, P], "hebb_T": [P, P, L, L, L, P, P]}.items():
-        getattr(lib, name).argtypes = args
-    return lib
-
-
-def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
+from . import SPARSE_KERNELS, compile_c, ptr
 
 
 def main() -> None:
@@ -53,7 +36,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    k = _load()
+    k = compile_c(Path(__file__).with_suffix(".c"), SPARSE_KERNELS)
     x_all = torchvision.datasets.MNIST(args.data_dir, train=True, download=False).data[:5000].float().div(255).view(-1, 784)
     B, n_in, n_out = 100, 784, 400
     g = torch.Generator().manual_seed(0)
@@ -71,15 +54,15 @@ def main() -> None:
         acc.addmm_(post.t(), pre)
 
     def sparse(x):
-        k.pos_T(_ptr(w), n_out, n_in, _ptr(w_pos_t))
-        k.z_sparse(_ptr(x), _ptr(w_pos_t), B, n_in, n_out, _ptr(z))
-        k.back_sparse(_ptr(x), _ptr(ratio), _ptr(w_pos_t), B, n_in, n_out, _ptr(signal))
-        k.hebb_T(_ptr(signal.clamp_(min=0)), _ptr(post), B, n_in, n_out, _ptr(acc_t), _ptr(tmp))
+        k.pos_T(ptr(w), n_out, n_in, ptr(w_pos_t))
+        k.z_sparse(ptr(x), ptr(w_pos_t), B, n_in, n_out, ptr(z))
+        k.back_sparse(ptr(x), ptr(ratio), ptr(w_pos_t), B, n_in, n_out, ptr(signal))
+        k.hebb_T(ptr(signal.clamp_(min=0)), ptr(post), B, n_in, n_out, ptr(acc_t), ptr(tmp))
 
     x = x_all[:B].contiguous()
     sparse(x)
     torch.clamp(w, min=0, out=w_pos)
-    k.back_sparse(_ptr(x), _ptr(ratio), _ptr(w_pos_t), B, n_in, n_out, _ptr(signal))
+    k.back_sparse(ptr(x), ptr(ratio), ptr(w_pos_t), B, n_in, n_out, ptr(signal))
     print(f"max |difference|: Z {float((z - x @ w_pos.t()).abs().max()):.1e}, "
           f"signal {float((signal - (ratio @ w_pos) * x).abs().max()):.1e}")
     print(f"non-zero pixels: {float((x_all != 0).float().mean()):.1%}")
