@@ -2,7 +2,7 @@
 
     asp-service serve                       # gRPC on :9000, metrics on :8080, checkpoints in ./checkpoints
     asp-service serve --strategy ewc --predictors 2 --device cuda
-    asp-service serve --set lam=0.3 --set importance_stride=4   # the learner's hyperparameters
+    asp-service serve --set lam=0.3 --set importance_stride=1   # the learner's hyperparameters
 
 Ctrl-C (or SIGTERM) writes a final checkpoint, shuts Serve and Ray down and exits 0.
 """
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--anchor-every", type=int, default=5000, help="samples between periodic anchors")
     serve.add_argument("--set", dest="hparams", action="append", default=[], metavar="NAME=VALUE",
                        help="a hyperparameter of the learner or its strategy (repeatable), e.g. lam=0.3, "
-                            "importance_stride=4; see OnlineLearner")
+                            "importance_stride=1; see OnlineLearner")
     serve.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     serve.add_argument("--writer-token-file", default=os.environ.get("ASP_WRITER_TOKEN_FILE"),
                        help="bearer tokens (one per line) for Train, TrainBatch, Checkpoint, Reanchor and reads "

@@ -41,7 +41,11 @@ STRATEGIES = tuple(REGISTRY)
 #: sweep in the README; the others' from their own sweeps on the same benchmark.
 DEFAULT_LAM = {"vanilla": 0.0, "asp": 1.0, "ewc": 30.0, "online_ewc": 100.0, "si": 3.0, "mas": 0.003}
 #: Strategy hyperparameters that are not the penalty's (passed to the strategy's constructor).
-DEFAULT_STRATEGY_ARGS: dict[str, dict] = {"asp": {"eps": 1.0}}
+#: ASP attends to every 4th sample of a batch (``importance_stride=4``, a documented deviation
+#: from the rule, which ``importance_stride=1`` restores): on Permuted MNIST (10 seeds) it scored
+#: as well as the full rule (+0.15 points of ACC, standard error 0.06) at 1.43x vanilla's step
+#: instead of 1.79x (README, "Step cost").
+DEFAULT_STRATEGY_ARGS: dict[str, dict] = {"asp": {"eps": 1.0, "importance_stride": 4}}
 
 
 def default_device() -> torch.device:
@@ -125,7 +129,8 @@ class OnlineLearner:
         turn the weights into NaN.
     **strategy_args:
         The strategy's own hyperparameters (ASP: ``eps``, ``normalize``, ``reset_on_anchor``,
-        ``precision``, ``importance_stride``; EWC: ``fisher_samples``, ``fisher_labels``; SI: ``xi``;
+        ``precision``, ``importance_stride``, whose defaults here are :data:`DEFAULT_STRATEGY_ARGS`;
+        EWC: ``fisher_samples``, ``fisher_labels``; SI: ``xi``;
         MAS: ``samples``).
     """
 
