@@ -244,6 +244,19 @@ def test_importance_stride_applies_the_rule_to_every_kth_sample(b, phase, start)
         assert torch.equal(g, clone._strategy.gamma[k])
 
 
+def test_a_checkpoint_from_before_the_rotating_start_loads_and_starts_at_sample_0():
+    a = make("asp", precision="float32")
+    train(a, batches(3), None)
+    state = a.state_dict()
+    assert state["strategy_state"]["phase"] == 3 % 4
+    del state["strategy_state"]["phase"]  # as written before the start rotated
+    b = make("asp", precision="float32", seed=3)
+    b.load_state_dict(state)
+    assert b._strategy._phase == 0
+    b.observe(*batches(1, seed=4)[0])
+    assert b._strategy._phase == 1
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None, "x"])
 def test_importance_stride_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError):
