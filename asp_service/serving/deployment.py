@@ -105,19 +105,34 @@ class LearnerDeployment:
             finally:
                 await queue.put(None)
 
+        # Acks go out through their own queue, so that the next message starts training while
+        # Serve is still sending the previous ack back through the proxy.
+        acks: asyncio.Queue = asyncio.Queue()
+
+        async def trainer() -> None:
+            try:
+                while (request := await queue.get()) is not None:
+                    await acks.put(await asyncio.to_thread(self._train, request))
+            except Exception as error:  # handed to the response stream, which raises it there
+                await acks.put(error)
+            finally:
+                await acks.put(None)
+
         fetcher = asyncio.create_task(pump())
+        training = asyncio.create_task(trainer())
         try:
-            while (request := await queue.get()) is not None:
-                try:
-                    ack = await asyncio.to_thread(self._train, request)
-                except InvalidRequest as error:
+            while (ack := await acks.get()) is not None:
+                if isinstance(ack, InvalidRequest):
                     # Ending a response stream drops the code set on the context; raising after
                     # setting it makes Serve answer with that code and these details.
-                    self._refused("Train", error, grpc_context)
-                    raise
+                    self._refused("Train", ack, grpc_context)
+                    raise ack
+                if isinstance(ack, Exception):
+                    raise ack
                 yield ack
         finally:
             fetcher.cancel()
+            training.cancel()
             await asyncio.to_thread(self.service.flush, True)
 
     async def _answer(self, rpc: str, context: RayServegRPCContext, empty, work: Callable[[], Awaitable]):
